@@ -1,0 +1,197 @@
+"""`chatforge`: one command, a subcommand per stage of the pipeline.
+
+Every stage reads and writes one run directory (`--run runs/NAME`). Config fields can be
+overridden on any stage command as `--SECTION.FIELD=VALUE`, e.g. `--pretrain.steps=200`.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from chatforge.config import PRESETS
+from chatforge.runs import RunError
+
+OVERRIDES_HELP = ("config overrides: --SECTION.FIELD=VALUE for any field shown by --show-config, "
+                  "e.g. --pretrain.steps=200 --model.n_kv_head=2 --sft.identity=Ada")
+NOT_BUILT = {
+    "rl": "RL/RLHF (GRPO, reward model) is not built yet; `chatforge sft` gives the chat model",
+    "serve": "the OpenAI-compatible server and web UI are not built yet; use `chatforge chat`",
+    "export": "export to transformers / GGUF is not built yet; checkpoints are safetensors + config.json",
+}
+
+
+def _stages():
+    # Imported lazily: `chatforge --help` should not pay for importing torch.
+    from chatforge.data.pipeline import build_sample_corpus
+    from chatforge.posttrain.sft import sft
+    from chatforge.pretrain.train import pretrain
+    from chatforge.tokenizer.shards import build_tokenizer_and_shards
+
+    return {"data": build_sample_corpus, "tokenizer": build_tokenizer_and_shards, "pretrain": pretrain, "sft": sft}
+
+
+def parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    out, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or "." not in arg.split("=")[0]:
+            parser.error(f"unrecognized argument: {arg} ({OVERRIDES_HELP})")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif i + 1 < len(extra):
+            key, value = arg[2:], extra[i + 1]
+            i += 1
+        else:
+            parser.error(f"{arg} needs a value")
+        out[key] = value
+        i += 1
+    return out
+
+
+def open_from_args(args, overrides):
+    from chatforge.runs import open_run
+
+    return open_run(args.run or f"runs/{args.preset or 'tiny'}", args.preset, args.depth, overrides)
+
+
+def cmd_stage(args, overrides) -> None:
+    from chatforge.runs import run_stage
+
+    run = open_from_args(args, overrides)
+    if args.show_config:
+        print(json.dumps(run.manifest["config"], indent=2))
+        return
+    stages = _stages()
+    names = list(stages) if args.command == "speedrun" else [args.command]
+    for name in names:
+        previous = list(stages)[: list(stages).index(name)]
+        for p in previous:
+            run.require(p)
+        run_stage(run, name, stages[name], force=args.force)
+    if args.command == "speedrun":
+        from chatforge.report import print_summary, summarize, write_report
+
+        summary = summarize(run)
+        print_summary(summary)
+        path = write_report(run, summary)
+        print(f"\nreport: {path}\nchat with it: chatforge chat --run {run.path}")
+
+
+def cmd_chat(args, overrides) -> None:
+    from chatforge.infer.chat import chat_loop, load_chat_model
+
+    model, tok, stage = load_chat_model(Path(args.run or "runs/tiny"), args.stage)
+    if args.prompt is None:
+        print(f"chatforge chat: {stage} model from {args.run or 'runs/tiny'}")
+    chat_loop(model, tok, args.prompt, args.system, args.temperature, args.top_k, args.max_tokens, args.seed)
+
+
+def cmd_eval(args, overrides) -> None:
+    import torch
+
+    from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
+    from chatforge.model.checkpoint import load_model
+    from chatforge.tokenizer.bpe import load_tokenizer
+    from chatforge.tokenizer.shards import TokenShards
+
+    run = open_from_args(args, overrides)
+    run.require("pretrain")
+    tok = load_tokenizer(run.path / "tokenizer")
+    lengths = torch.tensor(tok.byte_lengths())
+    train, val = TokenShards(run.path / "tokens", "train"), TokenShards(run.path / "tokens", "val")
+    pc, seq_len = run.config.pretrain, run.config.model.seq_len
+    results = {"unigram_bpb": round(unigram_bpb(train, val, lengths.numpy(), seq_len, pc.eval_tokens), 4)}
+    for stage in ("base", "sft"):
+        if (run.path / stage / "model.safetensors").exists():
+            bpb = evaluate_bpb(load_model(run.path / stage), val, lengths, pc.batch_size, pc.eval_tokens)
+            results[f"{stage}_bpb"] = round(bpb, 4)
+    for k, v in results.items():
+        print(f"{k:>12}: {v}")
+    (run.path / "metrics").mkdir(exist_ok=True)
+    (run.path / "metrics" / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def cmd_report(args, overrides) -> None:
+    from chatforge.report import print_summary, summarize, write_report
+
+    run = open_from_args(args, overrides)
+    summary = summarize(run)
+    print_summary(summary)
+    print(f"report: {write_report(run, summary)}")
+
+
+def cmd_not_built(args, overrides) -> None:
+    print(f"chatforge {args.command}: {NOT_BUILT[args.command]}.", file=sys.stderr)
+    sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatforge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run_opts = argparse.ArgumentParser(add_help=False)
+    run_opts.add_argument("--run", help="run directory (default: runs/PRESET)")
+    run_opts.add_argument("--preset", choices=list(PRESETS), help="size preset for a new run (default: tiny)")
+    run_opts.add_argument("--depth", type=int, help="the model's depth dial (width = 64 x depth)")
+    stage_opts = argparse.ArgumentParser(add_help=False, parents=[run_opts])
+    stage_opts.add_argument("--force", action="store_true", help="redo the stage even if it finished")
+    stage_opts.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+
+    helps = {
+        "data": "sample corpus -> clean, deduplicated parquet documents (data/)",
+        "tokenizer": "train BPE on the documents and write token shards (tokenizer/, tokens/)",
+        "pretrain": "pretrain the base model on the token shards (base/)",
+        "sft": "fine-tune the base model into a chat model (sft/)",
+        "speedrun": "run every stage in order, then print the summary and write the report",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
+        p.set_defaults(fn=cmd_stage)
+
+    p = sub.add_parser("chat", help="chat with a trained model in the terminal",
+                       description="Chat with the run's SFT model (or base model) in the terminal.")
+    p.add_argument("--run", help="run directory (default: runs/tiny)")
+    p.add_argument("--stage", choices=["auto", "sft", "base"], default="auto",
+                   help="which checkpoint (auto: sft if present, else base)")
+    p.add_argument("-p", "--prompt", help="ask one question, print the answer and exit")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(fn=cmd_chat)
+
+    p = sub.add_parser("eval", help="val bits per byte of the base and SFT models vs the unigram baseline",
+                       description="Val bits per byte of the run's models vs the unigram baseline.",
+                       parents=[run_opts])
+    p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("report", help="write report/report.md and loss plots for a run",
+                       description="Summarise a run: stage timings, bpb, samples; writes report/.",
+                       parents=[run_opts])
+    p.set_defaults(fn=cmd_report)
+    for name, text in NOT_BUILT.items():
+        p = sub.add_parser(name, help=f"(not built yet) {text.split(';')[0]}", description=text + ".")
+        p.set_defaults(fn=cmd_not_built)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = parse_overrides(extra, parser)
+    if overrides and args.fn in (cmd_chat, cmd_not_built):
+        parser.error(f"{args.command} takes no config overrides")
+    try:
+        args.fn(args, overrides)
+    except (RunError, ValueError, FileNotFoundError) as e:
+        print(f"chatforge {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"\nchatforge {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Dataclass configs, the presets, and `--section.field=value` overrides.
+
+One dial, `depth`, sizes a model (nanochat style): width = 64 * depth, 64-dim heads, so d12 is
+GPT-2 small's shape. Presets fix the depth plus what the machine it targets can afford.
+"""
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+from chatforge.model.gpt import GPTConfig
+
+
+@dataclass
+class DataConfig:
+    max_docs: int = 0  # 0 = every document of the sample corpus
+    val_fraction: float = 0.05  # share of documents (by id hash) held out for validation
+    docs_per_part: int = 10_000
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096  # including the 256 byte tokens and the special tokens
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 900
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-3  # matrices; embeddings and head get their own multipliers in train.py
+    warmup_steps: int = 20
+    warmdown_frac: float = 0.3  # final fraction of training with linearly decaying LR
+    weight_decay: float = 0.0
+    max_minutes: float = 0.0  # >0: time budget; the LR schedule follows whichever runs out first
+    eval_every: int = 100
+    eval_tokens: int = 65_536
+    ckpt_every: int = 200
+    dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 where the hardware has it)
+    compile: bool = False
+    seed: int = 1337
+
+
+@dataclass
+class SFTConfig:
+    identity: str = "chatforge"  # the name the assistant answers to
+    creator: str = "the chatforge developers"
+    extra_data: str = ""  # optional JSONL of OpenAI-style {"messages": [...]} mixed into the synthetic set
+    n_identity: int = 600
+    n_arithmetic: int = 1200
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    max_len: int = 256
+    seed: int = 1337
+
+
+@dataclass
+class Config:
+    preset: str = "tiny"
+    depth: int = 4
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: GPTConfig = field(default_factory=GPTConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+
+def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
+    n_embd = 64 * depth
+    return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, n_layer=depth, n_embd=n_embd,
+                     n_head=n_embd // 64, n_kv_head=n_embd // 64)
+
+
+# depth, vocab, seq_len, then per-section fields. tiny is sized to pretrain in ~7 minutes on a
+# 2-core CPU (bf16 + compile: ~9k tokens/s, 900 steps x 4096 tokens ~ 1 epoch of the sample corpus).
+PRESETS: dict[str, dict] = {
+    "micro": dict(depth=1, vocab=512, seq_len=64, model=dict(n_embd=64, n_head=2, n_kv_head=2),
+                  data=dict(max_docs=300),
+                  pretrain=dict(steps=40, batch_size=8, eval_every=20, eval_tokens=4096, ckpt_every=20,
+                                warmup_steps=5, lr=1e-2),
+                  sft=dict(n_identity=40, n_arithmetic=40, steps=20, batch_size=8, max_len=64, lr=3e-3)),
+    "tiny": dict(depth=4, vocab=4096, seq_len=256, pretrain=dict(compile=True)),
+    "small": dict(depth=6, vocab=8192, seq_len=512,
+                  pretrain=dict(steps=3000, batch_size=16, lr=2e-3, compile=True),
+                  sft=dict(steps=600, max_len=512)),
+    "d12": dict(depth=12, vocab=32768, seq_len=1024,
+                pretrain=dict(steps=5000, batch_size=32, grad_accum=8, lr=1e-3, compile=True,
+                              eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
+                sft=dict(steps=1000, batch_size=32, lr=3e-4, max_len=1024)),
+    "d20": dict(depth=20, vocab=65536, seq_len=2048,
+                pretrain=dict(steps=10000, batch_size=16, grad_accum=16, lr=6e-4, compile=True,
+                              eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
+                sft=dict(steps=1000, batch_size=16, lr=2e-4, max_len=2048)),
+}
+
+
+def make_config(preset: str = "tiny", depth: int | None = None) -> Config:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    depth = depth or p["depth"]
+    cfg = Config(preset=preset, depth=depth, tokenizer=TokenizerConfig(vocab_size=p["vocab"]),
+                 model=model_for_depth(depth, p["vocab"], p["seq_len"]))
+    if depth == p["depth"]:  # explicit widths belong to the preset's own depth
+        cfg.model = dataclasses.replace(cfg.model, **p.get("model", {}))
+    for section in ("data", "pretrain", "sft"):
+        setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **p.get(section, {})))
+    return cfg
+
+
+def _parse(value: str, typ):
+    if typ is bool or typ == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return typ(value)
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, str]) -> Config:
+    """Apply {"pretrain.steps": "100", ...}; sizes that depend on each other are re-validated."""
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if not name:
+            raise ValueError(f"override {key!r} must look like SECTION.FIELD (e.g. pretrain.steps)")
+        sub = getattr(cfg, section, None)
+        if sub is None or not dataclasses.is_dataclass(sub):
+            raise ValueError(f"unknown config section {section!r} in {key!r}")
+        hints = typing.get_type_hints(type(sub))
+        if name not in hints:
+            raise ValueError(f"unknown field {key!r}; {section} has: {', '.join(hints)}")
+        try:
+            setattr(cfg, section, dataclasses.replace(sub, **{name: _parse(value, hints[name])}))
+        except ValueError as e:
+            raise ValueError(f"bad value for {key}: {e}") from None
+    if cfg.model.vocab_size != cfg.tokenizer.vocab_size:
+        cfg.model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    d = json.loads(json.dumps(d))  # deep copy
+    return Config(preset=d["preset"], depth=d["depth"], data=DataConfig(**d["data"]),
+                  tokenizer=TokenizerConfig(**d["tokenizer"]), model=GPTConfig(**d["model"]),
+                  pretrain=PretrainConfig(**d["pretrain"]), sft=SFTConfig(**d["sft"]))
+

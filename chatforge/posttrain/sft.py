@@ -1,0 +1,109 @@
+"""Supervised fine-tuning: the base model learns the chat format and its identity from
+conversations, with the loss on assistant tokens only (tokenizer/chat.py builds the mask)."""
+
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from chatforge.model.checkpoint import load_model, load_training_state, save_checkpoint
+from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
+from chatforge.pretrain.train import MetricsLog, autocast_dtype, batch_rng, lr_multiplier, make_optimizer, pick_device
+from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
+from chatforge.tokenizer.chat import render
+
+
+def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest example (at most max_len targets); untrained targets are -1."""
+    T = min(max(len(ids) for ids, _ in examples) - 1, max_len)
+    x = torch.zeros(len(examples), T, dtype=torch.long)
+    y = torch.full((len(examples), T), -1, dtype=torch.long)
+    for i, (ids, mask) in enumerate(examples):
+        ids, mask = ids[: T + 1], mask[: T + 1]
+        n = len(ids) - 1
+        x[i, :n] = torch.tensor(ids[:-1])
+        y[i, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:], strict=False)])
+    return x, y
+
+
+def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
+    """Write the synthetic set (+ any user JSONL) to sft_data/, render it, split 95/5."""
+    sc = run.config.sft
+    convs = synthetic_sft_set(sc.n_identity, sc.n_arithmetic, sc.identity, sc.creator, sc.seed)
+    stats = {"synthetic": len(convs), "extra": 0, "bad_lines": 0, "bad_conversations": 0}
+    if sc.extra_data:
+        extra, stats["bad_lines"] = read_jsonl(sc.extra_data)
+        stats["extra"] = len(extra)
+        convs += extra
+    n_val = max(1, len(convs) // 20)
+    write_jsonl(run.path / "sft_data" / "train.jsonl", convs[n_val:])
+    write_jsonl(run.path / "sft_data" / "val.jsonl", convs[:n_val])
+    rendered = []
+    for c in convs:
+        try:
+            rendered.append(render(tok, c["messages"]))
+        except ValueError:
+            stats["bad_conversations"] += 1
+    return rendered[n_val:], rendered[:n_val], stats
+
+
+def sft(run, resume: bool = False) -> dict:
+    """The `sft` stage: base/ checkpoint + conversations → sft/ checkpoint, metrics/sft.jsonl."""
+    sc = run.config.sft
+    device = pick_device()
+    dtype = autocast_dtype(run.config.pretrain.dtype, device)
+    tok = load_tokenizer(run.path / "tokenizer")
+    train, val, stats = prepare_data(run, tok)
+    if not train:
+        raise ValueError("no usable SFT conversations")
+    ckpt_dir = run.path / "sft"
+    opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
+    resuming = state is not None and state["step"] < sc.steps
+    model = load_model(ckpt_dir if resuming else run.path / "base", device)
+    optimizer = make_optimizer(model, sc.lr, 0.0)
+    start_step = 0
+    if resuming:
+        optimizer.load_state_dict(opt_state)
+        start_step = state["step"]
+        print(f"sft: resuming from step {start_step}")
+    log = MetricsLog(run.path / "metrics" / "sft.jsonl", start_step if start_step else None)
+
+    def val_loss() -> float:
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(val), sc.batch_size):
+                x, y = collate(val[i : i + sc.batch_size], sc.max_len)
+                with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    losses = model(x.to(device), y.to(device), reduction="none")
+                total += losses.sum().item()
+                n += (y >= 0).sum().item()
+        model.train()
+        return total / max(n, 1)
+
+    print(f"sft: {len(train)} train / {len(val)} val conversations, {sc.steps} steps of {sc.batch_size}")
+    t0 = time.time()
+    for step in tqdm(range(start_step, sc.steps), initial=start_step, total=sc.steps, desc="sft", unit="step"):
+        mult = lr_multiplier(step / sc.steps, step, 0, 1.0)  # linear decay to zero
+        for g in optimizer.param_groups:
+            g["lr"] = g["base_lr"] * mult
+        idx = batch_rng(sc.seed, step, 0).integers(0, len(train), sc.batch_size)
+        x, y = collate([train[i] for i in idx], sc.max_len)
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(x.to(device), y.to(device))
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"sft loss is {loss.item()} at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.write(step=step + 1, loss=round(loss.item(), 4), lr_mult=round(mult, 4))
+        if (step + 1) % 100 == 0 and step + 1 < sc.steps:
+            save_checkpoint(ckpt_dir, model, optimizer, {"step": step + 1})
+    vl = val_loss()
+    log.write(step=sc.steps, val_loss=round(vl, 4))
+    save_checkpoint(ckpt_dir, model, optimizer, {"step": sc.steps})
+    print(f"sft: val loss {vl:.4f} (assistant tokens) in {time.time() - t0:.0f}s")
+    return {**stats, "steps": sc.steps, "val_loss": round(vl, 4), "seconds": round(time.time() - t0, 1)}
+

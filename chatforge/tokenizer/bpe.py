@@ -1,0 +1,94 @@
+"""Byte-level BPE: trained with rustbpe, encoded with tiktoken (nanochat's split; the fastest
+measured here), saved as a tiktoken rank file plus the special tokens of DESIGN.md §5."""
+
+import base64
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import rustbpe
+import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+
+# GPT-4's (cl100k) split pattern, which is also Llama 3's.
+SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
+                 r"""\s*[\r\n]|\s+(?!\S)|\s+""")
+SPECIAL_TOKENS = [
+    "<|endoftext|>",  # document boundary; also BOS
+    "<|im_start|>", "<|im_sep|>", "<|im_end|>",  # chat turns
+    "<|python_start|>", "<|python_end|>", "<|search_start|>", "<|search_end|>",  # tool calls
+    "<|output_start|>", "<|output_end|>",  # tool output, pasted in by the runtime
+    "<think>", "</think>",  # reasoning spans
+]
+
+
+class Tokenizer:
+    def __init__(self, enc: tiktoken.Encoding):
+        self.enc = enc
+        self.bos_id = enc.encode_single_token("<|endoftext|>")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.enc.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text: strings that look like special tokens stay plain bytes (DESIGN.md §5)."""
+        return self.enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def special(self, name: str) -> int:
+        return self.enc.encode_single_token(name)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.enc.decode(list(ids))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.enc.decode_single_token_bytes(token_id)
+
+    def byte_lengths(self) -> list[int]:
+        """Bytes per token id, 0 for special tokens: the denominator of bits per byte."""
+        specials = set(self.enc._special_tokens.values())
+        return [0 if i in specials else len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+
+    def save(self, out_dir: Path) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ranks = sorted(self.enc._mergeable_ranks.items(), key=lambda kv: kv[1])
+        lines = [f"{base64.b64encode(tok).decode()} {rank}\n" for tok, rank in ranks]
+        (out_dir / "tokenizer.tiktoken").write_text("".join(lines))
+        meta = {"pattern": self.enc._pat_str, "special_tokens": self.enc._special_tokens}
+        (out_dir / "special_tokens.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _encoding(ranks: dict[bytes, int], pattern: str) -> tiktoken.Encoding:
+    specials = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
+    return tiktoken.Encoding(name="chatforge", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train on an iterator of texts; `vocab_size` counts the 256 bytes and the special tokens."""
+    n_merged = vocab_size - len(SPECIAL_TOKENS)
+    if n_merged < 256:
+        raise ValueError(f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + "
+                         f"{len(SPECIAL_TOKENS)} special tokens = {256 + len(SPECIAL_TOKENS)}")
+    bpe = rustbpe.Tokenizer()
+    bpe.train_from_iterator(iter(texts), n_merged, pattern=SPLIT_PATTERN)
+    ranks = {bytes(tok): rank for tok, rank in bpe.get_mergeable_ranks()}
+    if len(ranks) < n_merged:
+        raise ValueError(f"the corpus only supports {len(ranks)} merges + bytes, fewer than the "
+                         f"{n_merged} asked for: lower tokenizer.vocab_size or give more text")
+    return Tokenizer(_encoding(ranks, SPLIT_PATTERN))
+
+
+def load_tokenizer(tok_dir: Path) -> Tokenizer:
+    tok_dir = Path(tok_dir)
+    path = tok_dir / "tokenizer.tiktoken"
+    if not path.exists():
+        raise FileNotFoundError(f"no tokenizer at {path}; run `chatforge tokenizer` first")
+    meta = json.loads((tok_dir / "special_tokens.json").read_text())
+    ranks = load_tiktoken_bpe(str(path))
+    enc = tiktoken.Encoding(name="chatforge", pat_str=meta["pattern"], mergeable_ranks=ranks,
+                            special_tokens=meta["special_tokens"])
+    return Tokenizer(enc)

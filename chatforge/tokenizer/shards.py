@@ -1,0 +1,142 @@
+"""Token shards: documents → `.bin` files (a 64-byte header, then uint16/uint32 tokens), read back
+memory-mapped. Every document starts with <|endoftext|> (BOS), so windows can cross documents and
+the model still sees where each begins."""
+
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"CFTOKENS"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQ40x")  # magic, version, bytes per token, token count; padded to 64 bytes
+assert HEADER.size == 64
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def write_shard(path: Path, tokens: np.ndarray) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(HEADER.pack(MAGIC, VERSION, tokens.dtype.itemsize, len(tokens)))
+        f.write(tokens.tobytes())
+    tmp.replace(path)
+
+
+def read_shard(path: Path) -> np.memmap:
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise ValueError(f"{path}: truncated token shard header ({len(head)} of {HEADER.size} bytes)")
+    magic, version, itemsize, count = HEADER.unpack(head)
+    if magic != MAGIC or version != VERSION or itemsize not in (2, 4):
+        raise ValueError(f"{path}: not a chatforge token shard (magic={magic!r} version={version} "
+                         f"itemsize={itemsize})")
+    expected = HEADER.size + count * itemsize
+    if path.stat().st_size != expected:
+        raise ValueError(f"{path}: header says {count} tokens ({expected} bytes) but the file has "
+                         f"{path.stat().st_size} bytes")
+    dtype = np.uint16 if itemsize == 2 else np.uint32
+    return np.memmap(path, dtype=dtype, mode="r", offset=HEADER.size, shape=(count,))
+
+
+def write_shards(docs: Iterable[list[int]], out_dir: Path, split: str, bos_id: int, vocab_size: int,
+                 shard_tokens: int = 100_000_000) -> dict:
+    """Write `{split}_000.bin`, ... of about `shard_tokens` tokens each; returns counts."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob(f"{split}_*.bin"):
+        old.unlink()
+    dtype = token_dtype(vocab_size)
+    buf: list[np.ndarray] = []
+    n_buf = n_total = n_docs = shard = 0
+
+    def flush():
+        nonlocal buf, n_buf, shard
+        write_shard(out_dir / f"{split}_{shard:03d}.bin", np.concatenate(buf) if buf else np.zeros(0, dtype))
+        buf, n_buf, shard = [], 0, shard + 1
+
+    for ids in docs:
+        arr = np.empty(len(ids) + 1, dtype=dtype)
+        arr[0] = bos_id
+        arr[1:] = ids
+        buf.append(arr)
+        n_buf += len(arr)
+        n_total += len(arr)
+        n_docs += 1
+        if n_buf >= shard_tokens:
+            flush()
+    if buf or shard == 0:
+        flush()
+    return {"docs": n_docs, "tokens": n_total, "shards": shard}
+
+
+class TokenShards:
+    """All shards of one split; draws training windows and walks validation windows."""
+
+    def __init__(self, tok_dir: Path, split: str):
+        paths = sorted(Path(tok_dir).glob(f"{split}_*.bin"))
+        if not paths:
+            raise FileNotFoundError(f"no {split} token shards in {tok_dir}; run `chatforge tokenizer` first")
+        self.shards = [read_shard(p) for p in paths]
+        self.n_tokens = sum(len(s) for s in self.shards)
+
+    def batch(self, rng: np.random.Generator, batch_size: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Random windows: inputs (B, T) and next-token targets (B, T) as int64."""
+        sizes = np.array([max(len(s) - seq_len - 1, 0) for s in self.shards], dtype=np.float64)
+        if sizes.sum() == 0:
+            raise ValueError(f"every shard is shorter than seq_len+1={seq_len + 1} tokens")
+        which = rng.choice(len(self.shards), size=batch_size, p=sizes / sizes.sum())
+        rows = np.empty((batch_size, seq_len + 1), dtype=np.int64)
+        for i, s in enumerate(which):
+            start = rng.integers(0, sizes[s] + 1)
+            rows[i] = self.shards[s][start : start + seq_len + 1]
+        return rows[:, :-1], rows[:, 1:]
+
+    def windows(self, batch_size: int, seq_len: int, max_tokens: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Consecutive non-overlapping windows from the start of the split, up to max_tokens targets."""
+        rows, seen = [], 0
+        for shard in self.shards:
+            for start in range(0, len(shard) - seq_len, seq_len):
+                if seen >= max_tokens:
+                    break
+                rows.append(np.asarray(shard[start : start + seq_len + 1], dtype=np.int64))
+                seen += seq_len
+                if len(rows) == batch_size:
+                    arr = np.stack(rows)
+                    yield arr[:, :-1], arr[:, 1:]
+                    rows = []
+        if rows:
+            arr = np.stack(rows)
+            yield arr[:, :-1], arr[:, 1:]
+
+
+def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
+    """The `tokenizer` stage: train BPE on the train split, then write train and val token shards.
+    Seconds of work at sample scale, so an interrupted run is redone whole (`resume` is ignored)."""
+    from tqdm import tqdm
+
+    from chatforge.data.pipeline import read_parts
+    from chatforge.tokenizer.bpe import train_tokenizer
+
+    data_dir = run.path / "data"
+    texts = {split: [r["text"] for r in read_parts(data_dir / split, ["text"])] for split in ("train", "val")}
+    tok = train_tokenizer(texts["train"], run.config.tokenizer.vocab_size)
+    tok.save(run.path / "tokenizer")
+    out: dict = {"vocab_size": tok.vocab_size}
+    for split, docs in texts.items():
+        chunks = (docs[i : i + 256] for i in range(0, len(docs), 256))
+        ids = (d for chunk in chunks for d in tok.encode_batch(chunk))
+        counts = write_shards(tqdm(ids, total=len(docs), desc=f"tokenize {split}", unit="doc"),
+                              run.path / "tokens", split, tok.bos_id, tok.vocab_size)
+        n_bytes = sum(len(t.encode()) for t in docs)
+        out[f"{split}_tokens"] = counts["tokens"]
+        out[f"{split}_bytes_per_token"] = round(n_bytes / max(counts["tokens"] - counts["docs"], 1), 3)
+    print(f"tokenizer: vocab {tok.vocab_size}, {out['train_tokens']:,} train / {out['val_tokens']:,} val tokens, "
+          f"{out['val_bytes_per_token']} bytes/token on val")
+    return out
