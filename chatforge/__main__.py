@@ -1,0 +1,3 @@
+from chatforge.cli import main
+
+main()

@@ -1,0 +1,48 @@
+import pytest
+
+from chatforge.config import PRESETS, apply_overrides, from_dict, make_config, to_dict
+from chatforge.model.gpt import GPTConfig
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_presets_are_valid_and_round_trip(preset):
+    cfg = make_config(preset)
+    assert cfg.model.vocab_size == cfg.tokenizer.vocab_size
+    assert cfg.model.n_layer == cfg.depth
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_depth_dial_derives_width_and_heads():
+    cfg = make_config("tiny", depth=12)
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head) == (12, 768, 12)
+    assert cfg.model.ffn_dim % 64 == 0 and cfg.model.ffn_dim >= 8 * 768 // 3
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(make_config("tiny"), {"pretrain.steps": "12", "pretrain.compile": "false",
+                                                "pretrain.lr": "1e-4", "sft.identity": "Ada"})
+    assert cfg.pretrain.steps == 12 and cfg.pretrain.compile is False
+    assert cfg.pretrain.lr == 1e-4 and cfg.sft.identity == "Ada"
+
+
+def test_vocab_override_follows_into_the_model():
+    cfg = apply_overrides(make_config("micro"), {"tokenizer.vocab_size": "600"})
+    assert cfg.model.vocab_size == 600
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("pretrain.nope", "1", "unknown field"),
+    ("nosection.x", "1", "unknown config section"),
+    ("steps", "1", "SECTION.FIELD"),
+    ("pretrain.steps", "many", "bad value"),
+    ("pretrain.compile", "maybe", "boolean"),
+    ("model.n_head", "3", "not divisible"),
+])
+def test_bad_overrides_say_what_is_wrong(key, value, msg):
+    with pytest.raises(ValueError, match=msg):
+        apply_overrides(make_config("tiny"), {key: value})
+
+
+def test_model_config_rejects_inconsistent_heads():
+    with pytest.raises(ValueError, match="n_kv_head"):
+        GPTConfig(n_embd=256, n_head=4, n_kv_head=3)

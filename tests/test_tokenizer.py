@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+from chatforge.tokenizer.bpe import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
+from chatforge.tokenizer.chat import render, render_prompt
+from chatforge.tokenizer.shards import TokenShards, read_shard, write_shard, write_shards
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 20,
+    "Shall I compare thee to a summer's day? Thou art more lovely and more temperate. " * 20,
+    "Prices rose 3.5% in 2024, the bank said; shares fell 12p to 305p. " * 20,
+    "Ünïcödé: naïve café, 東京, русский, 🙂 emoji. " * 10,
+]
+TRICKY = ["", "hello world", "  leading and trailing  ", "tabs\tand\nnewlines\r\n", "東京🙂 café naïve",
+          "<|im_start|>user<|im_sep|>not special<|im_end|>", "<|endoftext|>", "\x00\x01 control", "a" * 1000]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(CORPUS, 300)
+
+
+def test_vocab_size_is_exact(tok):
+    assert tok.vocab_size == 300
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_round_trip_is_exact(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_special_token_text_stays_plain(tok):
+    specials = {tok.special(s) for s in SPECIAL_TOKENS}
+    for s in SPECIAL_TOKENS:
+        ids = tok.encode(f"look: {s}")
+        assert not specials & set(ids)
+        assert tok.decode(ids) == f"look: {s}"
+
+
+def test_save_load_gives_identical_ids(tok, tmp_path):
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    for text in TRICKY + CORPUS:
+        assert again.encode(text) == tok.encode(text)
+    assert again.bos_id == tok.bos_id and again.vocab_size == tok.vocab_size
+
+
+def test_byte_lengths(tok):
+    lengths = tok.byte_lengths()
+    assert lengths[tok.bos_id] == 0
+    ids = tok.encode("naïve café")
+    assert sum(lengths[i] for i in ids) == len("naïve café".encode())
+
+
+def test_too_small_vocab_is_a_clear_error():
+    with pytest.raises(ValueError, match="too small"):
+        train_tokenizer(CORPUS, 256)
+
+
+def test_corpus_too_small_for_vocab_is_a_clear_error():
+    with pytest.raises(ValueError, match="lower tokenizer.vocab_size"):
+        train_tokenizer(["ab ab"], 2000)
+
+
+def test_chat_mask_covers_exactly_assistant_content_and_im_end(tok):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"}]
+    ids, mask = render(tok, msgs)
+    assert len(ids) == len(mask) and ids[0] == tok.bos_id
+    trained = [i for i, m in zip(ids, mask, strict=True) if m]
+    end = tok.special("<|im_end|>")
+    assert trained == tok.encode("Hello!") + [end] + tok.encode("4") + [end]
+    assert ids.count(end) == 5  # the user's literal "<|im_end|>" text is not the special token
+
+
+def test_render_prompt_opens_the_assistant_turn(tok):
+    ids = render_prompt(tok, [{"role": "user", "content": "Hi"}])
+    assert ids[-1] == tok.special("<|im_sep|>")
+    assert tok.decode(ids).endswith("<|im_end|><|im_start|>assistant<|im_sep|>")
+
+
+@pytest.mark.parametrize("bad", [[], [{"role": "wizard", "content": "x"}], [{"role": "user", "content": 3}]])
+def test_bad_conversations_are_rejected(tok, bad):
+    with pytest.raises(ValueError):
+        render(tok, bad)
+
+
+def test_shards_round_trip_with_bos(tmp_path):
+    docs = [[5, 6, 7], [8], [9, 10]]
+    counts = write_shards(iter(docs), tmp_path, "train", bos_id=1, vocab_size=300, shard_tokens=4)
+    assert counts == {"docs": 3, "tokens": 9, "shards": 2}
+    shards = TokenShards(tmp_path, "train")
+    assert np.concatenate(shards.shards).tolist() == [1, 5, 6, 7, 1, 8, 1, 9, 10]
+    assert shards.shards[0].dtype == np.uint16
+
+
+def test_batches_are_reproducible_windows(tmp_path):
+    write_shard(tmp_path / "train_000.bin", np.arange(1000, dtype=np.uint16))
+    shards = TokenShards(tmp_path, "train")
+    x1, y1 = shards.batch(np.random.default_rng([1, 2]), 4, 16)
+    x2, y2 = shards.batch(np.random.default_rng([1, 2]), 4, 16)
+    assert (x1 == x2).all() and (y1 == x1 + 1).all()
+    windows = list(shards.windows(3, 16, 100))
+    assert sum(x.size for x, _ in windows) == 112  # 7 windows of 16 cover the 100-token budget
+    assert windows[0][0][0, 0] == 0 and windows[0][0][1, 0] == 16
+
+
+def test_corrupt_shard_names_the_file(tmp_path):
+    path = tmp_path / "train_000.bin"
+    write_shard(path, np.arange(100, dtype=np.uint16))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="train_000.bin"):
+        read_shard(path)
+    (tmp_path / "val_000.bin").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="val_000.bin"):
+        read_shard(tmp_path / "val_000.bin")
+
+
+def test_tokenizer_stage_artifacts(micro_run):
+    tok = load_tokenizer(micro_run / "tokenizer")
+    assert (micro_run / "tokenizer" / "tokenizer.tiktoken").exists()
+    train = TokenShards(micro_run / "tokens", "train")
+    assert train.shards[0][0] == tok.bos_id and train.shards[0].max() < tok.vocab_size
