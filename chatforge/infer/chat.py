@@ -42,7 +42,8 @@ def chat_loop(model: GPT, tok: Tokenizer, prompt: str | None, system: str | None
     if prompt is not None:  # one question, one answer: scriptable
         messages.append({"role": "user", "content": prompt})
         _, stats = reply(model, tok, messages, temperature, top_k, max_tokens, seed, sys.stdout)
-        print(f"\n[{stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+        print()
+        print(f"[{stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
         return
     print(HELP)
     while True:
