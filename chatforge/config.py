@@ -29,7 +29,7 @@ class PretrainConfig:
     steps: int = 900
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 3e-3  # matrices; embeddings and head get their own multipliers in train.py
+    lr: float = 6e-3  # matrices (embeddings get 10x); best of 3e-3/6e-3/1.2e-2 for tiny, docs/benchmarks.md
     warmup_steps: int = 20
     warmdown_frac: float = 0.3  # final fraction of training with linearly decaying LR
     weight_decay: float = 0.0

@@ -80,7 +80,7 @@ class Run:
     def require(self, stage: str) -> None:
         if not self.is_done(stage):
             raise RunError(f"stage {stage!r} has not finished in {self.path} (status: {self.status(stage)}); "
-                               f"run `chatforge {stage} --run {self.path}` first")
+                           f"run `chatforge {stage} --run {self.path}` first")
 
 
 def open_run(path: str | Path, preset: str | None = None, depth: int | None = None,
@@ -91,9 +91,9 @@ def open_run(path: str | Path, preset: str | None = None, depth: int | None = No
     if mpath.exists():
         manifest = json.loads(mpath.read_text())
         config = from_dict(manifest["config"])
-        if preset and preset != config.preset or depth and depth != config.depth:
+        if (preset and preset != config.preset) or (depth and depth != config.depth):
             raise RunError(f"{path} was created with preset={config.preset} depth={config.depth}; "
-                             f"use a new --run directory for another preset or depth")
+                           f"use a new --run directory for another preset or depth")
     else:
         config = make_config(preset or "tiny", depth)
         manifest = {"name": path.name, "created": now(), "stages": {}}
@@ -112,8 +112,9 @@ def run_stage(run: Run, stage: str, fn, force: bool = False) -> dict:
     if run.is_done(stage) and not force:
         print(f"{stage}: already done in {run.path} (use --force to redo)")
         return run.stage_info(stage).get("metrics", {})
-    resume = run.status(stage) in ("running", "failed")
-    info = {"status": "running", "started": now()}
+    resume = not force and run.status(stage) in ("running", "failed")
+    # The config this stage ran with: later overrides change the run's config, not what made this stage.
+    info = {"status": "running", "started": now(), "config": to_dict(run.config)}
     run.manifest["stages"][stage] = info
     run.save()
     t0 = time.time()

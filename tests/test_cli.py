@@ -94,3 +94,9 @@ def test_eval_prints_bpb(micro_run):
     out = chatforge("eval", "--run", str(micro_run))
     results = json.loads((micro_run / "metrics" / "eval.json").read_text())
     assert results["base_bpb"] < results["unigram_bpb"] and "base_bpb" in out.stdout
+
+
+def test_interactive_chat_session(micro_run):
+    out = chatforge("chat", "--run", str(micro_run), "--max-tokens", "8", "--seed", "1",
+                    input="hello\n\n/clear\nwho are you?\n/quit\n")
+    assert out.stdout.count("assistant> ") == 2 and out.stdout.count("tokens/s]") == 2

@@ -35,14 +35,25 @@ def save_checkpoint(out_dir: Path, model: GPT, optimizer: torch.optim.Optimizer 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_model(ckpt_dir: Path, device: str = "cpu") -> GPT:
+def remove_checkpoint(ckpt_dir: Path) -> None:
     ckpt_dir = Path(ckpt_dir)
-    if not (ckpt_dir / "model.safetensors").exists():
-        old = ckpt_dir.with_name(ckpt_dir.name + ".old")  # killed between the two renames of a save
-        if (old / "model.safetensors").exists():
-            ckpt_dir = old
-        else:
-            raise FileNotFoundError(f"no checkpoint at {ckpt_dir}")
+    for d in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".tmp"), ckpt_dir.with_name(ckpt_dir.name + ".old")):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _resolve(ckpt_dir: Path) -> Path | None:
+    ckpt_dir = Path(ckpt_dir)
+    for d in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".old")):  # .old: killed between a save's renames
+        if (d / "model.safetensors").exists():
+            return d
+    return None
+
+
+def load_model(ckpt_dir: Path, device: str = "cpu") -> GPT:
+    found = _resolve(ckpt_dir)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint at {ckpt_dir}")
+    ckpt_dir = found
     cfg = GPTConfig(**json.loads((ckpt_dir / "config.json").read_text()))
     model = GPT(cfg)
     model.load_state_dict(load_file(ckpt_dir / "model.safetensors", device="cpu"))
@@ -51,8 +62,8 @@ def load_model(ckpt_dir: Path, device: str = "cpu") -> GPT:
 
 def load_training_state(ckpt_dir: Path) -> tuple[dict | None, dict | None]:
     """(optimizer state dict, state.json) of a checkpoint, or (None, None) if it has none."""
-    ckpt_dir = Path(ckpt_dir)
-    if not (ckpt_dir / "state.json").exists():
+    ckpt_dir = _resolve(ckpt_dir)
+    if ckpt_dir is None or not (ckpt_dir / "state.json").exists():
         return None, None
     opt = torch.load(ckpt_dir / "optimizer.pt", map_location="cpu", weights_only=True)
     return opt, json.loads((ckpt_dir / "state.json").read_text())

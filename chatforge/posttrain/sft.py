@@ -7,7 +7,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from chatforge.model.checkpoint import load_model, load_training_state, save_checkpoint
+from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
 from chatforge.pretrain.train import MetricsLog, autocast_dtype, batch_rng, lr_multiplier, make_optimizer, pick_device
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
@@ -59,11 +59,12 @@ def sft(run, resume: bool = False) -> dict:
         raise ValueError("no usable SFT conversations")
     ckpt_dir = run.path / "sft"
     opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
-    resuming = state is not None and state["step"] < sc.steps
-    model = load_model(ckpt_dir if resuming else run.path / "base", device)
+    if state is None:
+        remove_checkpoint(ckpt_dir)
+    model = load_model(ckpt_dir if state else run.path / "base", device)
     optimizer = make_optimizer(model, sc.lr, 0.0)
     start_step = 0
-    if resuming:
+    if state:
         optimizer.load_state_dict(opt_state)
         start_step = state["step"]
         print(f"sft: resuming from step {start_step}")

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
-from chatforge.model.checkpoint import load_model, load_training_state, save_checkpoint
+from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.gpt import GPT
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards
@@ -110,12 +110,14 @@ def pretrain(run, resume: bool = False) -> dict:
     optimizer = make_optimizer(model, pc.lr, pc.weight_decay)
     start_step, elapsed = 0, 0.0
     opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
-    if state is not None and state["step"] < pc.steps:
+    if state is not None:
         model = load_model(ckpt_dir, device)
         optimizer = make_optimizer(model, pc.lr, pc.weight_decay)
         optimizer.load_state_dict(opt_state)
         start_step, elapsed = state["step"], state["elapsed"]
         print(f"pretrain: resuming from step {start_step} in {ckpt_dir}")
+    else:  # a fresh start must never resume from an earlier run's checkpoint later on
+        remove_checkpoint(ckpt_dir)
     log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", start_step if start_step else None)
     fwd = torch.compile(model) if pc.compile else model
 
