@@ -49,25 +49,24 @@ def parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[s
     return out
 
 
-def open_from_args(args, overrides):
+def open_from_args(args, overrides, save: bool = True):
     from chatforge.runs import open_run
 
-    return open_run(args.run or f"runs/{args.preset or 'tiny'}", args.preset, args.depth, overrides)
+    return open_run(args.run or f"runs/{args.preset or 'tiny'}", args.preset, args.depth, overrides, save)
 
 
 def cmd_stage(args, overrides) -> None:
-    from chatforge.runs import run_stage
+    from chatforge.config import to_dict
+    from chatforge.runs import STAGES, run_stage
 
-    run = open_from_args(args, overrides)
+    run = open_from_args(args, overrides, save=not args.show_config)
     if args.show_config:
-        print(json.dumps(run.manifest["config"], indent=2))
+        print(json.dumps(to_dict(run.config), indent=2))
         return
     stages = _stages()
-    names = list(stages) if args.command == "speedrun" else [args.command]
-    for name in names:
-        previous = list(stages)[: list(stages).index(name)]
-        for p in previous:
-            run.require(p)
+    for name in STAGES if args.command == "speedrun" else [args.command]:
+        for earlier in STAGES[: STAGES.index(name)]:
+            run.require(earlier)
         run_stage(run, name, stages[name], force=args.force)
     if args.command == "speedrun":
         from chatforge.report import print_summary, summarize, write_report

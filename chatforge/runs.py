@@ -84,8 +84,8 @@ class Run:
 
 
 def open_run(path: str | Path, preset: str | None = None, depth: int | None = None,
-             overrides: dict[str, str] | None = None) -> Run:
-    """Open runs/NAME, creating it from a preset if new. Overrides are applied and saved."""
+             overrides: dict[str, str] | None = None, save: bool = True) -> Run:
+    """Open runs/NAME, creating it from a preset if new. Overrides are applied and, with save, kept."""
     path = Path(path)
     mpath = path / "manifest.json"
     if mpath.exists():
@@ -100,9 +100,10 @@ def open_run(path: str | Path, preset: str | None = None, depth: int | None = No
     config = apply_overrides(config, overrides or {})
     manifest["versions"] = versions()
     manifest["git_sha"] = git_sha()
-    path.mkdir(parents=True, exist_ok=True)
     run = Run(path, config, manifest)
-    run.save()
+    if save:
+        path.mkdir(parents=True, exist_ok=True)
+        run.save()
     return run
 
 

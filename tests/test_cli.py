@@ -77,6 +77,7 @@ def test_show_config_applies_overrides(tmp_path):
                     "--pretrain.steps", "7", "--sft.identity=Ada")
     cfg = json.loads(out.stdout)
     assert cfg["pretrain"]["steps"] == 7 and cfg["sft"]["identity"] == "Ada"
+    assert not (tmp_path / "c").exists()  # looking at a config creates nothing
 
 
 def test_chat_one_shot_streams_an_answer(micro_run):

@@ -54,3 +54,17 @@ def test_chat_answers_with_the_configured_identity(micro_run, tmp_path):
     out = chatforge("chat", "--run", str(run), "-p", "Who are you?", "--temperature", "0")
     assert "Zorblax" in out.stdout
     assert "tokens/s" in out.stderr
+
+
+def test_conversations_without_assistant_tokens_are_skipped(micro_run, tmp_path):
+    run = tmp_path / "skips"
+    shutil.copytree(micro_run, run)
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text('{"messages": [{"role": "user", "content": "only a question"}]}\n'
+                     '{"messages": [{"role": "robot", "content": "bad role"}]}\n')
+    chatforge("sft", "--run", str(run), "--force", "--sft.steps=3", "--sft.n_arithmetic=0", "--sft.n_identity=40",
+              f"--sft.extra_data={extra}")
+    metrics = json.loads((run / "manifest.json").read_text())["stages"]["sft"]["metrics"]
+    assert metrics["extra"] == 2 and metrics["no_trained_tokens"] == 1 and metrics["bad_conversations"] == 1
+    lines = sum(len((run / "sft_data" / f).read_text().splitlines()) for f in ("train.jsonl", "val.jsonl"))
+    assert lines == 42  # every conversation is kept on disk; only training skips the unusable ones

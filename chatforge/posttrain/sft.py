@@ -13,6 +13,8 @@ from chatforge.pretrain.train import MetricsLog, autocast_dtype, batch_rng, lr_m
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
 
+SFT_CKPT_EVERY = 100  # steps; SFT is minutes long, so this bounds the work a kill can lose
+
 
 def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest example (at most max_len targets); untrained targets are -1."""
@@ -28,24 +30,31 @@ def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[
 
 
 def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
-    """Write the synthetic set (+ any user JSONL) to sft_data/, render it, split 95/5."""
+    """Write the synthetic set (+ any user JSONL) to sft_data/{train,val}.jsonl (95/5) and render it.
+    Conversations that do not render, or have no assistant token within max_len, are counted and skipped."""
     sc = run.config.sft
     convs = synthetic_sft_set(sc.n_identity, sc.n_arithmetic, sc.identity, sc.creator, sc.seed)
-    stats = {"synthetic": len(convs), "extra": 0, "bad_lines": 0, "bad_conversations": 0}
+    stats = {"synthetic": len(convs), "extra": 0, "bad_lines": 0, "bad_conversations": 0, "no_trained_tokens": 0}
     if sc.extra_data:
         extra, stats["bad_lines"] = read_jsonl(sc.extra_data)
         stats["extra"] = len(extra)
         convs += extra
     n_val = max(1, len(convs) // 20)
-    write_jsonl(run.path / "sft_data" / "train.jsonl", convs[n_val:])
-    write_jsonl(run.path / "sft_data" / "val.jsonl", convs[:n_val])
-    rendered = []
-    for c in convs:
-        try:
-            rendered.append(render(tok, c["messages"]))
-        except ValueError:
-            stats["bad_conversations"] += 1
-    return rendered[n_val:], rendered[:n_val], stats
+    rendered: dict[str, list] = {}
+    for split, rows in (("train", convs[n_val:]), ("val", convs[:n_val])):
+        write_jsonl(run.path / "sft_data" / f"{split}.jsonl", rows)
+        rendered[split] = []
+        for c in rows:
+            try:
+                ids, mask = render(tok, c["messages"])
+            except ValueError:
+                stats["bad_conversations"] += 1
+                continue
+            if not any(mask[1 : sc.max_len + 1]):  # nothing to learn: would make a NaN loss
+                stats["no_trained_tokens"] += 1
+                continue
+            rendered[split].append((ids, mask))
+    return rendered["train"], rendered["val"], stats
 
 
 def sft(run, resume: bool = False) -> dict:
@@ -60,14 +69,14 @@ def sft(run, resume: bool = False) -> dict:
     ckpt_dir = run.path / "sft"
     opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
     if state is None:
-        remove_checkpoint(ckpt_dir)
-    model = load_model(ckpt_dir if state else run.path / "base", device)
-    optimizer = make_optimizer(model, sc.lr, 0.0)
-    start_step = 0
-    if state:
-        optimizer.load_state_dict(opt_state)
-        start_step = state["step"]
+        remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
+        model, start_step = load_model(run.path / "base", device), 0
+    else:
+        model, start_step = load_model(ckpt_dir, device), state["step"]
         print(f"sft: resuming from step {start_step}")
+    optimizer = make_optimizer(model, sc.lr, 0.0)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
     log = MetricsLog(run.path / "metrics" / "sft.jsonl", start_step if start_step else None)
 
     def val_loss() -> float:
@@ -100,7 +109,7 @@ def sft(run, resume: bool = False) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         log.write(step=step + 1, loss=round(loss.item(), 4), lr_mult=round(mult, 4))
-        if (step + 1) % 100 == 0 and step + 1 < sc.steps:
+        if (step + 1) % SFT_CKPT_EVERY == 0 and step + 1 < sc.steps:
             save_checkpoint(ckpt_dir, model, optimizer, {"step": step + 1})
     vl = val_loss()
     log.write(step=sc.steps, val_loss=round(vl, 4))

@@ -106,18 +106,18 @@ def pretrain(run, resume: bool = False) -> dict:
     ckpt_dir = run.path / "base"
     torch.manual_seed(pc.seed)
 
-    model = GPT(cfg.model).to(device)
-    optimizer = make_optimizer(model, pc.lr, pc.weight_decay)
-    start_step, elapsed = 0, 0.0
     opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
-    if state is not None:
+    if state is None:
+        remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
+        model = GPT(cfg.model).to(device)
+        start_step, elapsed = 0, 0.0
+    else:
         model = load_model(ckpt_dir, device)
-        optimizer = make_optimizer(model, pc.lr, pc.weight_decay)
-        optimizer.load_state_dict(opt_state)
         start_step, elapsed = state["step"], state["elapsed"]
         print(f"pretrain: resuming from step {start_step} in {ckpt_dir}")
-    else:  # a fresh start must never resume from an earlier run's checkpoint later on
-        remove_checkpoint(ckpt_dir)
+    optimizer = make_optimizer(model, pc.lr, pc.weight_decay)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
     log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", start_step if start_step else None)
     fwd = torch.compile(model) if pc.compile else model
 
