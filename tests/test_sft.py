@@ -41,15 +41,22 @@ def test_sft_stage_trains_only_assistant_tokens(micro_run):
     assert (micro_run / "sft_data" / "train.jsonl").exists()
 
 
-def test_chat_answers_with_the_configured_identity(micro_run, tmp_path):
-    run = tmp_path / "identity"
+def sft_with_extra(micro_run, tmp_path, extra_jsonl: str, *args: str) -> tuple:
+    """Redo SFT on a copy of the micro run with a user JSONL mixed in; returns (run dir, stage metrics)."""
+    run = tmp_path / "run"
     shutil.copytree(micro_run, run)
     extra = tmp_path / "extra.jsonl"
-    extra.write_text('{"messages": [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]}\n'
-                     "this line is broken\n")
-    chatforge("sft", "--run", str(run), "--force", "--sft.identity=Zorblax", "--sft.n_arithmetic=0",
-              "--sft.n_identity=200", "--sft.steps=150", f"--sft.extra_data={extra}")
-    metrics = json.loads((run / "manifest.json").read_text())["stages"]["sft"]["metrics"]
+    extra.write_text(extra_jsonl)
+    chatforge("sft", "--run", str(run), "--force", "--sft.n_arithmetic=0", f"--sft.extra_data={extra}", *args)
+    return run, json.loads((run / "manifest.json").read_text())["stages"]["sft"]["metrics"]
+
+
+def test_chat_answers_with_the_configured_identity(micro_run, tmp_path):
+    run, metrics = sft_with_extra(
+        micro_run, tmp_path,
+        '{"messages": [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]}\n'
+        "this line is broken\n",
+        "--sft.identity=Zorblax", "--sft.n_identity=200", "--sft.steps=150")
     assert metrics["extra"] == 1 and metrics["bad_lines"] == 1
     out = chatforge("chat", "--run", str(run), "-p", "Who are you?", "--temperature", "0")
     assert "Zorblax" in out.stdout
@@ -57,14 +64,11 @@ def test_chat_answers_with_the_configured_identity(micro_run, tmp_path):
 
 
 def test_conversations_without_assistant_tokens_are_skipped(micro_run, tmp_path):
-    run = tmp_path / "skips"
-    shutil.copytree(micro_run, run)
-    extra = tmp_path / "extra.jsonl"
-    extra.write_text('{"messages": [{"role": "user", "content": "only a question"}]}\n'
-                     '{"messages": [{"role": "robot", "content": "bad role"}]}\n')
-    chatforge("sft", "--run", str(run), "--force", "--sft.steps=3", "--sft.n_arithmetic=0", "--sft.n_identity=40",
-              f"--sft.extra_data={extra}")
-    metrics = json.loads((run / "manifest.json").read_text())["stages"]["sft"]["metrics"]
+    run, metrics = sft_with_extra(
+        micro_run, tmp_path,
+        '{"messages": [{"role": "user", "content": "only a question"}]}\n'
+        '{"messages": [{"role": "robot", "content": "bad role"}]}\n',
+        "--sft.steps=3", "--sft.n_identity=40")
     assert metrics["extra"] == 2 and metrics["no_trained_tokens"] == 1 and metrics["bad_conversations"] == 1
     lines = sum(len((run / "sft_data" / f).read_text().splitlines()) for f in ("train.jsonl", "val.jsonl"))
     assert lines == 42  # every conversation is kept on disk; only training skips the unusable ones
