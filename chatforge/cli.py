@@ -77,6 +77,30 @@ def cmd_stage(args, overrides) -> None:
         print(f"\nreport: {path}\nchat with it: chatforge chat --run {run.path}")
 
 
+def cmd_tokenizer(args, overrides) -> None:
+    if args.action is None:
+        return cmd_stage(args, overrides)
+    from rich.console import Console
+
+    from chatforge.tokenizer.bpe import load_tokenizer
+    from chatforge.tokenizer.shards import TokenShards
+    from chatforge.tokenizer.view import show, stats
+
+    run = open_from_args(args, overrides, save=False)
+    tok = load_tokenizer(run.path / "tokenizer")
+    console = Console(highlight=False)
+    if args.action == "show":
+        if args.text is None:
+            raise ValueError("usage: chatforge tokenizer show TEXT")
+        coloured, ids = show(tok, args.text)
+        console.print(coloured)
+        console.print(f"{len(ids)} tokens, {len(args.text.encode())} bytes: {ids}")
+        return
+    s = stats(tok, TokenShards(run.path / "tokens", "train"), TokenShards(run.path / "tokens", "val"))
+    for k, v in s.items():
+        console.print(f"{k:>20}: {v}")
+
+
 def cmd_chat(args, overrides) -> None:
     from chatforge.infer.chat import chat_loop, load_chat_model
 
@@ -148,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
         p.set_defaults(fn=cmd_stage)
+        if name == "tokenizer":
+            p.add_argument("action", nargs="?", choices=["show", "stats"],
+                           help="show TEXT: colour its tokens; stats: compression and vocabulary use "
+                                "(without an action: run the stage)")
+            p.add_argument("text", nargs="?", help="the text for `show`")
+            p.set_defaults(fn=cmd_tokenizer)
 
     p = sub.add_parser("chat", help="chat with a trained model in the terminal",
                        description="Chat with the run's SFT model (or base model) in the terminal.")

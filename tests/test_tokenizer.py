@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatforge.tokenizer.bpe import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
-from chatforge.tokenizer.chat import render, render_prompt
+from chatforge.tokenizer.chat import parse, render, render_prompt
 from chatforge.tokenizer.shards import TokenShards, read_shard, write_shard, write_shards
 
 CORPUS = [
@@ -27,6 +29,19 @@ def test_vocab_size_is_exact(tok):
 @pytest.mark.parametrize("text", TRICKY)
 def test_round_trip_is_exact(tok, text):
     assert tok.decode(tok.encode(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"])))
+def test_round_trip_any_unicode(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+@given(st.text(alphabet=st.characters(categories=["Cs", "Ll"]), min_size=1))
+def test_lone_surrogates_become_replacement_characters(tok, text):
+    # A str with lone surrogates has no UTF-8 form; tiktoken (and so chatforge) encodes each as U+FFFD.
+    expected = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    assert tok.decode(tok.encode(text)) == expected
 
 
 def test_special_token_text_stays_plain(tok):
@@ -72,6 +87,52 @@ def test_chat_mask_covers_exactly_assistant_content_and_im_end(tok):
     end = tok.special("<|im_end|>")
     assert trained == tok.encode("Hello!") + [end] + tok.encode("4") + [end]
     assert ids.count(end) == 5  # the user's literal "<|im_end|>" text is not the special token
+
+
+TOOL_CHAT = [
+    {"role": "user", "content": "What is 2**10? <|python_start|>"},
+    {"role": "assistant", "content": [
+        {"type": "think", "text": "A power of two; use the tool."},
+        {"type": "text", "text": "Let me compute it. "},
+        {"type": "python", "text": "2**10"},
+        {"type": "output", "text": "1024"},
+        {"type": "text", "text": "It is 1024."},
+    ]},
+    {"role": "user", "content": "Who won?"},
+    {"role": "assistant", "content": [{"type": "search", "text": "final score"}, {"type": "output", "text": "3-1"},
+                                      {"type": "text", "text": "3-1."}]},
+]
+
+
+def test_tool_calls_are_trained_and_tool_outputs_are_not(tok):
+    ids, mask = render(tok, TOOL_CHAT)
+    sp = tok.special
+    trained = [i for i, m in zip(ids, mask, strict=True) if m]
+    assert trained == (
+        [sp("<think>")] + tok.encode("A power of two; use the tool.") + [sp("</think>")]
+        + tok.encode("Let me compute it. ") + [sp("<|python_start|>")] + tok.encode("2**10") + [sp("<|python_end|>")]
+        + tok.encode("It is 1024.") + [sp("<|im_end|>")]
+        + [sp("<|search_start|>")] + tok.encode("final score") + [sp("<|search_end|>")]
+        + tok.encode("3-1.") + [sp("<|im_end|>")])
+    assert ids.count(sp("<|python_start|>")) == 1  # the user's look-alike text stays plain
+
+
+def test_parse_inverts_render(tok):
+    simple = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+              {"role": "assistant", "content": "Hello!"}]
+    for conv in (simple, TOOL_CHAT):
+        ids, _ = render(tok, conv)
+        assert parse(tok, ids) == conv
+
+
+@pytest.mark.parametrize("bad", [
+    [{"role": "user", "content": [{"type": "python", "text": "1"}]}],
+    [{"role": "assistant", "content": [{"type": "video", "text": "x"}]}],
+    [{"role": "assistant", "content": None}],
+])
+def test_bad_parts_are_rejected(tok, bad):
+    with pytest.raises(ValueError, match="message 0"):
+        render(tok, bad)
 
 
 def test_render_prompt_opens_the_assistant_turn(tok):
@@ -122,3 +183,23 @@ def test_tokenizer_stage_artifacts(micro_run):
     assert (micro_run / "tokenizer" / "tokenizer.tiktoken").exists()
     train = TokenShards(micro_run / "tokens", "train")
     assert train.shards[0][0] == tok.bos_id and train.shards[0].max() < tok.vocab_size
+
+
+def test_tokenizer_show_and_stats(micro_run):
+    from conftest import chatforge
+
+    text = "naïve 東京 <|im_start|>"
+    out = chatforge("tokenizer", "show", text, "--run", str(micro_run))
+    ids = load_tokenizer(micro_run / "tokenizer").encode(text)
+    assert text in out.stdout and f"{len(ids)} tokens, {len(text.encode())} bytes" in out.stdout
+    out = chatforge("tokenizer", "stats", "--run", str(micro_run))
+    assert "val_bytes_per_token" in out.stdout and "vocab_used_train" in out.stdout
+
+
+def test_tokenizer_stats_values(micro_run):
+    from chatforge.tokenizer.view import stats
+
+    tok = load_tokenizer(micro_run / "tokenizer")
+    s = stats(tok, TokenShards(micro_run / "tokens", "train"), TokenShards(micro_run / "tokens", "val"))
+    assert 1.5 < s["val_bytes_per_token"] < 4 and 0.5 < s["vocab_used_train"] <= 1
+    assert len(s["top_tokens"]) == 10 and s["top_tokens"][0][1] >= s["top_tokens"][-1][1]

@@ -3,36 +3,66 @@
     <|endoftext|><|im_start|>system<|im_sep|>...<|im_end|><|im_start|>user<|im_sep|>...<|im_end|>
     <|im_start|>assistant<|im_sep|>...<|im_end|>
 
-Special tokens come only from this structure: message text goes through `encode` (ordinary text),
-so a user typing "<|im_start|>" gets plain bytes. The mask is 1 on what the model should learn to
-produce: assistant content and the <|im_end|> that closes it."""
+A message is OpenAI-style {"role", "content"}; content is a string, or for the assistant a list of
+parts {"type": T, "text": str} with T one of:
+    text    plain answer text                            trained
+    think   reasoning, in <think> ... </think>           trained
+    python  a tool call, <|python_start|> ... <|python_end|>   trained
+    search  a tool call, <|search_start|> ... <|search_end|>   trained
+    output  a tool's result, <|output_start|> ... <|output_end|>   not trained: the runtime pastes it in
+Special tokens come only from this structure: every text goes through `encode` (ordinary text), so
+a user typing "<|im_start|>" gets plain bytes. The mask is 1 on what the model must learn to
+produce: assistant content, tool calls and the <|im_end|> that closes the turn.
+"""
 
 from chatforge.tokenizer.bpe import Tokenizer
 
 ROLES = ("system", "user", "assistant")
+# part type -> (opening special token or None, closing special token or None, trained)
+PARTS = {
+    "text": (None, None, True),
+    "think": ("<think>", "</think>", True),
+    "python": ("<|python_start|>", "<|python_end|>", True),
+    "search": ("<|search_start|>", "<|search_end|>", True),
+    "output": ("<|output_start|>", "<|output_end|>", False),
+}
 
 
-def _check(messages: list[dict]) -> None:
-    if not messages:
-        raise ValueError("a conversation needs at least one message")
-    for i, m in enumerate(messages):
-        if m.get("role") not in ROLES:
-            raise ValueError(f"message {i}: role must be one of {', '.join(ROLES)}, got {m.get('role')!r}")
-        if not isinstance(m.get("content"), str):
-            raise ValueError(f"message {i}: content must be a string")
+def _parts(i: int, m: dict) -> list[dict]:
+    content = m.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise ValueError(f"message {i}: content must be a string or a list of parts")
+    for p in content:
+        if not isinstance(p, dict) or p.get("type") not in PARTS or not isinstance(p.get("text"), str):
+            raise ValueError(f"message {i}: each part needs a type in {', '.join(PARTS)} and a string text")
+        if p["type"] != "text" and m["role"] != "assistant":
+            raise ValueError(f"message {i}: only assistant messages can hold {p['type']!r} parts")
+    return content
 
 
 def render(tok: Tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Whole conversation → (ids, mask), mask[i] = 1 where ids[i] is a trained target."""
-    _check(messages)
+    if not messages:
+        raise ValueError("a conversation needs at least one message")
     start, sep, end = tok.special("<|im_start|>"), tok.special("<|im_sep|>"), tok.special("<|im_end|>")
     ids, mask = [tok.bos_id], [0]
-    for m in messages:
+    for i, m in enumerate(messages):
+        if m.get("role") not in ROLES:
+            raise ValueError(f"message {i}: role must be one of {', '.join(ROLES)}, got {m.get('role')!r}")
+        assistant = m["role"] == "assistant"
         head = [start, *tok.encode(m["role"]), sep]
-        body = tok.encode(m["content"]) + [end]
-        trained = 1 if m["role"] == "assistant" else 0
-        ids += head + body
-        mask += [0] * len(head) + [trained] * len(body)
+        ids += head
+        mask += [0] * len(head)
+        for p in _parts(i, m):
+            open_, close, trained = PARTS[p["type"]]
+            body = ([tok.special(open_)] if open_ else []) + tok.encode(p["text"]) + \
+                ([tok.special(close)] if close else [])
+            ids += body
+            mask += [int(assistant and trained)] * len(body)
+        ids.append(end)
+        mask.append(int(assistant))
     return ids, mask
 
 
@@ -40,3 +70,41 @@ def render_prompt(tok: Tokenizer, messages: list[dict]) -> list[int]:
     """Conversation so far + the opening of the assistant's turn, ready for generation."""
     ids, _ = render(tok, messages)
     return ids + [tok.special("<|im_start|>"), *tok.encode("assistant"), tok.special("<|im_sep|>")]
+
+
+def parse(tok: Tokenizer, ids: list[int]) -> list[dict]:
+    """Tokens → messages: the inverse of `render` (content is a string when it is all text)."""
+    start, sep, end = tok.special("<|im_start|>"), tok.special("<|im_sep|>"), tok.special("<|im_end|>")
+    opens = {tok.special(o): t for t, (o, _, _) in PARTS.items() if o}
+    closes = {tok.special(c): t for t, (_, c, _) in PARTS.items() if c}
+    messages, i = [], 1 if ids and ids[0] == tok.bos_id else 0
+    while i < len(ids):
+        if ids[i] != start:
+            raise ValueError(f"token {i}: expected <|im_start|>, got {tok.decode([ids[i]])!r}")
+        j = ids.index(sep, i)
+        role = tok.decode(ids[i + 1 : j])
+        parts: list[dict] = []
+        kind, buf, i = "text", [], j + 1
+        while i < len(ids) and ids[i] != end:
+            t = ids[i]
+            if t in opens:
+                if buf:
+                    parts.append({"type": "text", "text": tok.decode(buf)})
+                kind, buf = opens[t], []
+            elif t in closes:
+                if closes[t] != kind:
+                    raise ValueError(f"token {i}: {tok.decode([t])!r} closes a {kind!r} part")
+                parts.append({"type": kind, "text": tok.decode(buf)})
+                kind, buf = "text", []
+            else:
+                buf.append(t)
+            i += 1
+        if kind != "text":
+            raise ValueError(f"unclosed {kind!r} part in the {role} message")
+        if buf or not parts:
+            parts.append({"type": "text", "text": tok.decode(buf)})
+        all_text = all(p["type"] == "text" for p in parts)
+        content = "".join(p["text"] for p in parts) if all_text else parts
+        messages.append({"role": role, "content": content})
+        i += 1  # past <|im_end|>
+    return messages
