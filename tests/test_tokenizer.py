@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -5,7 +7,7 @@ from hypothesis import strategies as st
 
 from chatforge.tokenizer.bpe import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from chatforge.tokenizer.chat import parse, render, render_prompt
-from chatforge.tokenizer.shards import TokenShards, read_shard, write_shard, write_shards
+from chatforge.tokenizer.shards import TokenShards, read_shard, row_position, write_shard, write_shards
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. " * 20,
@@ -156,15 +158,50 @@ def test_shards_round_trip_with_bos(tmp_path):
     assert shards.shards[0].dtype == np.uint16
 
 
-def test_batches_are_reproducible_windows(tmp_path):
-    write_shard(tmp_path / "train_000.bin", np.arange(1000, dtype=np.uint16))
-    shards = TokenShards(tmp_path, "train")
-    x1, y1 = shards.batch(np.random.default_rng([1, 2]), 4, 16)
-    x2, y2 = shards.batch(np.random.default_rng([1, 2]), 4, 16)
-    assert (x1 == x2).all() and (y1 == x1 + 1).all()
-    windows = list(shards.windows(3, 16, 100))
+def test_validation_windows(tmp_path):
+    write_shard(tmp_path / "val_000.bin", np.arange(1000, dtype=np.uint16))
+    windows = list(TokenShards(tmp_path, "val").windows(3, 16, 100))
     assert sum(x.size for x, _ in windows) == 112  # 7 windows of 16 cover the 100-token budget
-    assert windows[0][0][0, 0] == 0 and windows[0][0][1, 0] == 16
+    assert windows[0][0][0, 0] == 0 and windows[0][0][1, 0] == 16 and (windows[0][1] == windows[0][0] + 1).all()
+
+
+def doc_shards(tmp_path, lengths, bos=1):
+    """A shard of documents of the given lengths, each with its own token values (no two windows equal)."""
+    docs = [list(range(2 + 100 * i, 2 + 100 * i + n)) for i, n in enumerate(lengths)]
+    write_shards(iter(docs), tmp_path, "train", bos_id=bos, vocab_size=5000)
+    return TokenShards(tmp_path, "train")
+
+
+def test_training_rows_are_document_aligned_and_cover_every_document(tmp_path):
+    shards = doc_shards(tmp_path, [5, 40, 3, 70, 9])
+    tokens = np.asarray(shards.shards[0])
+    grid = shards.grid(seq_len=16, bos_id=1)
+    bos = np.flatnonzero(tokens == 1)
+    for _, start in grid:
+        doc_start = bos[bos <= start].max()
+        assert (start - doc_start) % 16 == 0 or start == len(tokens) - 17
+    covered = np.zeros(len(tokens), bool)
+    for _, start in grid:
+        covered[start : start + 17] = True
+    assert covered.all()
+
+
+def test_an_epoch_visits_each_window_once_and_rows_depend_only_on_position(tmp_path):
+    shards = doc_shards(tmp_path, [30] * 20)
+    n = len(shards.grid(16, 1))
+    x, _ = shards.batch(seed=7, position=0, batch_size=n, seq_len=16, bos_id=1)
+    assert len({tuple(r) for r in x}) == n  # every window once
+    x_again, y_again = shards.batch(seed=7, position=5, batch_size=3, seq_len=16, bos_id=1)
+    assert (x_again == x[5:8]).all() and (y_again[:, :-1] == x_again[:, 1:]).all()
+    next_epoch, _ = shards.batch(seed=7, position=n, batch_size=n, seq_len=16, bos_id=1)
+    assert sorted(map(tuple, next_epoch)) == sorted(map(tuple, x))
+
+
+def test_ddp_ranks_read_disjoint_rows_that_match_one_process():
+    one = [row_position(step=3, micro=m, grad_accum=2, batch_size=8) for m in range(2)]
+    ranks = [row_position(step=3, micro=m, grad_accum=2, batch_size=4, rank=r, world=2) for m in range(2)
+             for r in range(2)]
+    assert sorted(ranks) == [p for o in one for p in (o, o + 4)]
 
 
 def test_corrupt_shard_names_the_file(tmp_path):
@@ -181,6 +218,7 @@ def test_corrupt_shard_names_the_file(tmp_path):
 def test_tokenizer_stage_artifacts(micro_run):
     tok = load_tokenizer(micro_run / "tokenizer")
     assert (micro_run / "tokenizer" / "tokenizer.tiktoken").exists()
+    assert json.loads((micro_run / "tokenizer" / "tokenizer.json").read_text())["model"]["type"] == "BPE"
     train = TokenShards(micro_run / "tokens", "train")
     assert train.shards[0][0] == tok.bos_id and train.shards[0].max() < tok.vocab_size
 

@@ -4,12 +4,13 @@ conversations, with the loss on assistant tokens only (tokenizer/chat.py builds 
 import math
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
-from chatforge.pretrain.train import MetricsLog, autocast_dtype, batch_rng, lr_multiplier, make_optimizer, pick_device
+from chatforge.pretrain.train import MetricsLog, autocast_dtype, lr_multiplier, make_optimizer, pick_device
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
 
@@ -98,7 +99,7 @@ def sft(run, resume: bool = False) -> dict:
         mult = lr_multiplier(step / sc.steps, step, 0, 1.0)  # linear decay to zero
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * mult
-        idx = batch_rng(sc.seed, step, 0).integers(0, len(train), sc.batch_size)
+        idx = np.random.default_rng([sc.seed, step]).integers(0, len(train), sc.batch_size)  # resumable by step
         x, y = collate([train[i] for i in idx], sc.max_len)
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(x.to(device), y.to(device))

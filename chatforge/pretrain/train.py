@@ -1,8 +1,8 @@
 """Next-token pretraining: the base model. Explicit loop: schedule, grad accumulation, val bits per
 byte, metrics JSONL, atomic checkpoints and exact resume.
 
-Resume is exact because a step's batch depends only on (seed, step, micro-step), never on how many
-batches were drawn before, so a restarted run needs just the model, the optimizer and the step.
+Resume is exact because a step's rows are a function of the step (TokenShards.batch takes a
+position in a seeded order), so a restarted run needs just the model, the optimizer and the step.
 """
 
 import json
@@ -10,7 +10,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -18,7 +17,7 @@ from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.gpt import GPT
 from chatforge.tokenizer.bpe import load_tokenizer
-from chatforge.tokenizer.shards import TokenShards
+from chatforge.tokenizer.shards import TokenShards, row_position
 
 
 def pick_device() -> str:
@@ -89,10 +88,6 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
 
-def batch_rng(seed: int, step: int, micro: int) -> np.random.Generator:
-    return np.random.default_rng([seed, step, micro])
-
-
 def pretrain(run, resume: bool = False) -> dict:
     """The `pretrain` stage: tokens/ → base/ checkpoint, metrics/pretrain.jsonl."""
     cfg, pc = run.config, run.config.pretrain
@@ -143,7 +138,8 @@ def pretrain(run, resume: bool = False) -> dict:
             g["lr"] = g["base_lr"] * mult
         loss_sum = 0.0
         for micro in range(pc.grad_accum):
-            x, y = train.batch(batch_rng(pc.seed, step, micro), pc.batch_size, cfg.model.seq_len)
+            position = row_position(step, micro, pc.grad_accum, pc.batch_size)
+            x, y = train.batch(pc.seed, position, pc.batch_size, cfg.model.seq_len, tok.bos_id)
             x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
             with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = fwd(x, y) / pc.grad_accum

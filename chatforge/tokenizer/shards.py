@@ -76,8 +76,15 @@ def write_shards(docs: Iterable[list[int]], out_dir: Path, split: str, bos_id: i
     return {"docs": n_docs, "tokens": n_total, "shards": shard}
 
 
+def row_position(step: int, micro: int, grad_accum: int, batch_size: int, rank: int = 0, world: int = 1) -> int:
+    """Where in the training order a (step, micro-batch, DDP rank) reads: ranks interleave, so
+    `world` processes at batch B see exactly the rows one process at batch world*B would."""
+    return ((step * grad_accum + micro) * world + rank) * batch_size
+
+
 class TokenShards:
-    """All shards of one split; draws training windows and walks validation windows."""
+    """All shards of one split: training rows in a shuffled, document-aligned order, and
+    consecutive validation windows."""
 
     def __init__(self, tok_dir: Path, split: str):
         paths = sorted(Path(tok_dir).glob(f"{split}_*.bin"))
@@ -85,18 +92,49 @@ class TokenShards:
             raise FileNotFoundError(f"no {split} token shards in {tok_dir}; run `chatforge tokenizer` first")
         self.shards = [read_shard(p) for p in paths]
         self.n_tokens = sum(len(s) for s in self.shards)
+        self._grid: tuple[int, int, np.ndarray] | None = None
+        self._perm: tuple[int, np.ndarray] | None = None
 
-    def batch(self, rng: np.random.Generator, batch_size: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Random windows: inputs (B, T) and next-token targets (B, T) as int64."""
-        sizes = np.array([max(len(s) - seq_len - 1, 0) for s in self.shards], dtype=np.float64)
-        if sizes.sum() == 0:
+    def grid(self, seq_len: int, bos_id: int) -> np.ndarray:
+        """Window starts, as (shard, offset) rows: every document's BOS, then every seq_len tokens
+        inside documents longer than a window. Rows start where documents start (BOS-aligned), yet
+        a 40k-token play is still covered end to end rather than cropped to its first window."""
+        if self._grid is not None and self._grid[:2] == (seq_len, bos_id):
+            return self._grid[2]
+        rows = []
+        for k, shard in enumerate(self.shards):
+            last = len(shard) - seq_len - 1  # the last offset with a full window + target
+            if last < 0:
+                continue
+            bos = np.flatnonzero(np.asarray(shard) == bos_id)
+            if len(bos) == 0 or bos[0] != 0:
+                bos = np.concatenate([[0], bos])  # text before the first BOS still gets windows
+            lengths = np.diff(np.append(bos, len(shard)))
+            per_doc = -(-lengths // seq_len)
+            within = np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
+            starts = np.unique(np.minimum(np.repeat(bos, per_doc) + within * seq_len, last))
+            rows.append(np.stack([np.full(len(starts), k), starts], axis=1))
+        if not rows:
             raise ValueError(f"every shard is shorter than seq_len+1={seq_len + 1} tokens")
-        which = rng.choice(len(self.shards), size=batch_size, p=sizes / sizes.sum())
-        rows = np.empty((batch_size, seq_len + 1), dtype=np.int64)
-        for i, s in enumerate(which):
-            start = rng.integers(0, sizes[s] + 1)
-            rows[i] = self.shards[s][start : start + seq_len + 1]
-        return rows[:, :-1], rows[:, 1:]
+        grid = np.concatenate(rows)
+        self._grid = (seq_len, bos_id, grid)
+        return grid
+
+    def batch(self, seed: int, position: int, batch_size: int, seq_len: int,
+              bos_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows position .. position+batch_size-1 of the training order: inputs and next-token targets
+        (B, T) as int64. Each epoch visits every grid window once, in an order fixed by (seed, epoch),
+        so a row depends only on its position: resuming needs nothing but the position, and DDP ranks
+        take disjoint positions."""
+        grid = self.grid(seq_len, bos_id)
+        out = np.empty((batch_size, seq_len + 1), dtype=np.int64)
+        for r in range(batch_size):
+            epoch, j = divmod(position + r, len(grid))
+            if self._perm is None or self._perm[0] != epoch:
+                self._perm = (epoch, np.random.default_rng([seed, epoch]).permutation(len(grid)))
+            k, start = grid[self._perm[1][j]]
+            out[r] = self.shards[k][start : start + seq_len + 1]
+        return out[:, :-1], out[:, 1:]
 
     def windows(self, batch_size: int, seq_len: int, max_tokens: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Consecutive non-overlapping windows from the start of the split, up to max_tokens targets."""
