@@ -10,7 +10,14 @@ from tqdm import tqdm
 
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
-from chatforge.pretrain.train import MetricsLog, autocast_dtype, lr_multiplier, make_optimizer, pick_device
+from chatforge.pretrain.train import (
+    MetricsLog,
+    autocast,
+    autocast_dtype,
+    lr_multiplier,
+    make_optimizer,
+    pick_device,
+)
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
 
@@ -86,7 +93,7 @@ def sft(run, resume: bool = False) -> dict:
         with torch.no_grad():
             for i in range(0, len(val), sc.batch_size):
                 x, y = collate(val[i : i + sc.batch_size], sc.max_len)
-                with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                with autocast(device, dtype):
                     losses = model(x.to(device), y.to(device), reduction="none")
                 total += losses.sum().item()
                 n += (y >= 0).sum().item()
@@ -101,7 +108,7 @@ def sft(run, resume: bool = False) -> dict:
             g["lr"] = g["base_lr"] * mult
         idx = np.random.default_rng([sc.seed, step]).integers(0, len(train), sc.batch_size)  # resumable by step
         x, y = collate([train[i] for i in idx], sc.max_len)
-        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             loss = model(x.to(device), y.to(device))
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"sft loss is {loss.item()} at step {step}")

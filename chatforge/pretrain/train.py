@@ -46,6 +46,10 @@ def autocast_dtype(setting: str, device: str) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
+def autocast(device: str, dtype: torch.dtype | None):
+    return torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # Embeddings start at std 1, so they need a larger step to move in relative terms; the head
     # starts near zero and is the most sensitive matrix (nanochat uses a similar split).
@@ -141,7 +145,7 @@ def pretrain(run, resume: bool = False) -> dict:
             position = row_position(step, micro, pc.grad_accum, pc.batch_size)
             x, y = train.batch(pc.seed, position, pc.batch_size, cfg.model.seq_len, tok.bos_id)
             x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-            with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with autocast(device, dtype):
                 loss = fwd(x, y) / pc.grad_accum
             loss.backward()
             loss_sum += loss.item()
