@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chatforge.infer.chat import reply
-from chatforge.infer.engine import generate, stream_text
+from chatforge.infer.engine import generate
 from chatforge.model.checkpoint import load_model
 from chatforge.runs import STAGES, Run
 from chatforge.tokenizer.bpe import load_tokenizer
@@ -33,7 +33,7 @@ def summarize(run: Run, max_tokens: int = 48) -> dict:
     if tok and run.is_done("pretrain"):
         base = load_model(run.path / "base")
         out["base_samples"] = [
-            p + "".join(stream_text(tok, generate(base, [tok.bos_id, *tok.encode(p)], max_tokens, 0.8, 50, seed=i)))
+            p + tok.decode(generate(base, [tok.bos_id, *tok.encode(p)], max_tokens, 0.8, 50, seed=i))
             for i, p in enumerate(BASE_PROMPTS)]
     if tok and run.is_done("sft"):
         chat = load_model(run.path / "sft")

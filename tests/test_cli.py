@@ -100,4 +100,4 @@ def test_eval_prints_bpb(micro_run):
 def test_interactive_chat_session(micro_run):
     out = chatforge("chat", "--run", str(micro_run), "--max-tokens", "8", "--seed", "1",
                     input="hello\n\n/clear\nwho are you?\n/quit\n")
-    assert out.stdout.count("assistant> ") == 2 and out.stdout.count("tokens/s]") == 2
+    assert out.stdout.count("assistant> ") == 2 and out.stdout.count("tokens/s, first token") == 2

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from chatforge.infer.engine import GenStats, generate, stream_text
+from chatforge.infer.engine import GenStats, generate
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.tokenizer.bpe import train_tokenizer
 
@@ -67,5 +67,5 @@ def test_stream_text_never_splits_a_character():
     text = "東京 🙂 café"
     ids = tok.encode(text)
     assert len(ids) > len(text)  # multi-byte characters really are split across byte tokens
-    pieces = list(stream_text(tok, iter(ids)))
+    pieces = list(tok.decode_stream(iter(ids)))
     assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)

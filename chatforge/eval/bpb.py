@@ -8,20 +8,20 @@ import numpy as np
 import torch
 
 from chatforge.model.gpt import GPT
+from chatforge.model.precision import autocast
 from chatforge.tokenizer.shards import TokenShards
 
 
 @torch.no_grad()
 def evaluate_bpb(model: GPT, val: TokenShards, byte_lengths: torch.Tensor, batch_size: int, max_tokens: int,
-                 device: str = "cpu", autocast_dtype: torch.dtype | None = None) -> float:
+                 device: str = "cpu", dtype: torch.dtype | None = None) -> float:
     was_training = model.training
     model.eval()
     nats, n_bytes = 0.0, 0
     byte_lengths = byte_lengths.to(device)
     for x, y in val.windows(batch_size, model.cfg.seq_len, max_tokens):
         x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        with torch.autocast(device.split(":")[0], dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        with autocast(device, dtype):
             loss = model(x, y, reduction="none").view(-1)
         nb = byte_lengths[y.reshape(-1)]
         nats += (loss * (nb > 0)).sum().item()

@@ -3,13 +3,17 @@
 import sys
 from pathlib import Path
 
-from chatforge.infer.engine import GenStats, generate, stream_text
+from chatforge.infer.engine import GenStats, generate
 from chatforge.model.checkpoint import load_model
 from chatforge.model.gpt import GPT
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 
 HELP = "commands: /clear (new conversation), /quit; Ctrl-D also quits"
+
+
+def stats_line(stats: GenStats) -> str:
+    return f"[{stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s, first token {1000 * stats.ttft:.0f} ms]"
 
 
 def load_chat_model(run_path: Path, stage: str = "auto", device: str = "cpu") -> tuple[GPT, Tokenizer, str]:
@@ -28,7 +32,7 @@ def reply(model: GPT, tok: Tokenizer, messages: list[dict], temperature: float, 
     ids = generate(model, render_prompt(tok, messages), max_tokens, temperature, top_k,
                    stop_ids=(tok.special("<|im_end|>"), tok.bos_id), seed=seed, stats=stats)
     pieces = []
-    for piece in stream_text(tok, ids):
+    for piece in tok.decode_stream(ids):
         pieces.append(piece)
         if out is not None:
             out.write(piece)
@@ -43,7 +47,7 @@ def chat_loop(model: GPT, tok: Tokenizer, prompt: str | None, system: str | None
         messages.append({"role": "user", "content": prompt})
         _, stats = reply(model, tok, messages, temperature, top_k, max_tokens, seed, sys.stdout)
         print()
-        print(f"[{stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+        print(stats_line(stats), file=sys.stderr)
         return
     print(HELP)
     while True:
@@ -68,4 +72,4 @@ def chat_loop(model: GPT, tok: Tokenizer, prompt: str | None, system: str | None
             messages.pop()
             continue
         messages.append({"role": "assistant", "content": answer})
-        print(f"\n[{stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s]")
+        print("\n" + stats_line(stats))

@@ -1,7 +1,6 @@
 """Generation: prefill the prompt into a KV cache, then sample one token at a time with
-temperature and top-k, streaming text that never splits a UTF-8 character."""
+temperature and top-k. Tokenizer.decode_stream turns the ids into streamed text."""
 
-import codecs
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,7 +8,6 @@ from dataclasses import dataclass
 import torch
 
 from chatforge.model.gpt import GPT, KVCache
-from chatforge.tokenizer.bpe import Tokenizer
 
 
 @dataclass
@@ -72,12 +70,3 @@ def generate(model: GPT, prompt: list[int], max_new_tokens: int = 256, temperatu
             logits = model(torch.tensor([[token]], device=device), cache=cache)[0, -1]
     stats.seconds = time.time() - t0
 
-
-def stream_text(tok: Tokenizer, tokens: Iterator[int]) -> Iterator[str]:
-    """Token ids → text pieces; bytes of a character split across tokens wait for the rest."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for t in tokens:
-        if piece := decoder.decode(tok.token_bytes(t)):
-            yield piece
-    if tail := decoder.decode(b"", final=True):
-        yield tail

@@ -9,15 +9,9 @@ import torch
 from tqdm import tqdm
 
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
+from chatforge.model.precision import autocast, autocast_dtype, pick_device
 from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
-from chatforge.pretrain.train import (
-    MetricsLog,
-    autocast,
-    autocast_dtype,
-    lr_multiplier,
-    make_optimizer,
-    pick_device,
-)
+from chatforge.pretrain.train import MetricsLog, lr_multiplier, make_optimizer
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
 

@@ -2,8 +2,9 @@
 measured here), saved as a tiktoken rank file plus the special tokens of DESIGN.md §5."""
 
 import base64
+import codecs
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import rustbpe
@@ -43,6 +44,16 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.enc.decode(list(ids))
+
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """Text pieces, one per token that completes characters: bytes of a character split across
+        tokens wait for the rest, so streamed text never shows half a character."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for i in ids:
+            if piece := decoder.decode(self.enc.decode_single_token_bytes(i)):
+                yield piece
+        if tail := decoder.decode(b"", final=True):
+            yield tail
 
     def token_bytes(self, token_id: int) -> bytes:
         return self.enc.decode_single_token_bytes(token_id)

@@ -91,7 +91,6 @@ class TokenShards:
         if not paths:
             raise FileNotFoundError(f"no {split} token shards in {tok_dir}; run `chatforge tokenizer` first")
         self.shards = [read_shard(p) for p in paths]
-        self.n_tokens = sum(len(s) for s in self.shards)
         self._grid: tuple[int, int, np.ndarray] | None = None
         self._perm: tuple[int, np.ndarray] | None = None
 

@@ -1,8 +1,6 @@
 """Looking at a tokenizer: `chatforge tokenizer show TEXT` colours each token (the Tiktokenizer view)
 and `chatforge tokenizer stats` reports compression and vocabulary use on the run's token shards."""
 
-import codecs
-
 import numpy as np
 from rich.text import Text
 
@@ -16,11 +14,9 @@ def show(tok: Tokenizer, text: str) -> tuple[Text, list[int]]:
     """The text with alternating background colours per token, and the ids. Tokens that split a
     multi-byte character share one colour with the token that completes it."""
     ids = tok.encode(text)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = Text()
-    for k, i in enumerate(ids):
-        if piece := decoder.decode(tok.token_bytes(i), final=k == len(ids) - 1):
-            out.append(piece, style=PALETTE[len(out.spans) % len(PALETTE)])
+    for k, piece in enumerate(tok.decode_stream(ids)):
+        out.append(piece, style=PALETTE[k % len(PALETTE)])
     return out, ids
 
 
