@@ -22,6 +22,7 @@ class DataConfig:
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 4096  # including the 256 byte tokens and the special tokens
+    workers: int = 0  # processes encoding the shards; 0 = one per CPU core
 
 
 @dataclass

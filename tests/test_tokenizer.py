@@ -7,7 +7,15 @@ from hypothesis import strategies as st
 
 from chatforge.tokenizer.bpe import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from chatforge.tokenizer.chat import parse, render, render_prompt
-from chatforge.tokenizer.shards import TokenShards, read_shard, row_position, write_shard, write_shards
+from chatforge.tokenizer.shards import (
+    TokenShards,
+    encode_to_shards,
+    pack_documents,
+    read_shard,
+    row_position,
+    write_shard,
+    write_shards,
+)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. " * 20,
@@ -150,8 +158,8 @@ def test_bad_conversations_are_rejected(tok, bad):
 
 
 def test_shards_round_trip_with_bos(tmp_path):
-    docs = [[5, 6, 7], [8], [9, 10]]
-    counts = write_shards(iter(docs), tmp_path, "train", bos_id=1, vocab_size=300, shard_tokens=4)
+    chunks = [pack_documents([[5, 6, 7]], 1, np.uint16), pack_documents([[8], [9, 10]], 1, np.uint16)]
+    counts = write_shards(iter(chunks), tmp_path, "train", bos_id=1, shard_tokens=4)
     assert counts == {"docs": 3, "tokens": 9, "shards": 2}
     shards = TokenShards(tmp_path, "train")
     assert np.concatenate(shards.shards).tolist() == [1, 5, 6, 7, 1, 8, 1, 9, 10]
@@ -168,7 +176,7 @@ def test_validation_windows(tmp_path):
 def doc_shards(tmp_path, lengths, bos=1):
     """A shard of documents of the given lengths, each with its own token values (no two windows equal)."""
     docs = [list(range(2 + 100 * i, 2 + 100 * i + n)) for i, n in enumerate(lengths)]
-    write_shards(iter(docs), tmp_path, "train", bos_id=bos, vocab_size=5000)
+    write_shards([pack_documents(docs, bos, np.uint16)], tmp_path, "train", bos_id=bos)
     return TokenShards(tmp_path, "train")
 
 
@@ -241,3 +249,34 @@ def test_tokenizer_stats_values(micro_run):
     s = stats(tok, TokenShards(micro_run / "tokens", "train"), TokenShards(micro_run / "tokens", "val"))
     assert 1.5 < s["val_bytes_per_token"] < 4 and 0.5 < s["vocab_used_train"] <= 1
     assert len(s["top_tokens"]) == 10 and s["top_tokens"][0][1] >= s["top_tokens"][-1][1]
+
+
+def test_shards_from_two_processes_equal_one_process(tok, tmp_path, monkeypatch):
+    import chatforge.tokenizer.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "CHUNK_BYTES", 3000)  # several chunks, so both workers get some
+    tok.save(tmp_path / "tok")
+    texts = [c[: 50 + 37 * i] for i in range(40) for c in CORPUS]
+    one = encode_to_shards(texts, tmp_path / "tok", tmp_path / "one", "train", workers=1, shard_tokens=5000)
+    two = encode_to_shards(iter(texts), tmp_path / "tok", tmp_path / "two", "train", workers=2, shard_tokens=5000)
+    assert one == two and one["docs"] == len(texts) and one["shards"] > 1
+    assert one["bytes"] == sum(len(t.encode()) for t in texts)
+    for a, b in zip(sorted((tmp_path / "one").iterdir()), sorted((tmp_path / "two").iterdir()), strict=True):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    expected = pack_documents(tok.encode_batch(texts), tok.bos_id, np.uint16)
+    assert np.concatenate(TokenShards(tmp_path / "one", "train").shards).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("docs, message", [([], "has no documents"), (["tiny text"] * 3, "only supports")])
+def test_tokenizer_stage_on_empty_or_tiny_corpus_names_the_directory(tmp_path, docs, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from conftest import chatforge
+
+    run = tmp_path / "run"
+    chatforge("data", "--preset", "micro", "--run", str(run))
+    for part in (run / "data" / "train").glob("part-*.parquet"):
+        part.unlink()
+    pq.write_table(pa.table({"text": pa.array(docs, pa.string())}), run / "data" / "train" / "part-00000.parquet")
+    proc = chatforge("tokenizer", "--run", str(run), check=False)
+    assert proc.returncode == 1 and message in proc.stderr and str(run / "data" / "train") in proc.stderr
