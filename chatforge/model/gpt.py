@@ -5,42 +5,11 @@ SwiGLU MLP, grouped-query attention, no biases, untied embeddings. Staying insid
 means a checkpoint maps 1:1 onto `LlamaForCausalLM` / `Qwen3ForCausalLM` and llama.cpp.
 """
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 4096
-    seq_len: int = 256
-    n_layer: int = 4
-    n_embd: int = 256
-    n_head: int = 4
-    n_kv_head: int = 4
-    mlp_hidden: int = 0  # 0: derived, ~8/3 * n_embd rounded up to a multiple of 64 (Llama)
-    rope_theta: float = 10000.0
-    qk_norm: bool = True
-    norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.n_head % self.n_kv_head:
-            raise ValueError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}")
-        if (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"head_dim={self.n_embd // self.n_head} must be even for RoPE")
-
-    @property
-    def ffn_dim(self) -> int:
-        return self.mlp_hidden or 64 * math.ceil(8 * self.n_embd / 3 / 64)
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+from chatforge.config import GPTConfig
 
 
 def rope_tables(cfg: GPTConfig, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
