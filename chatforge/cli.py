@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "action", None) == "show" and args.text is None and extra and not extra[0].startswith("-"):
+        args.text = extra.pop(0)  # `tokenizer show --run R TEXT`: argparse takes positionals only in one group
     overrides = parse_overrides(extra, parser)
     if overrides and args.fn in (cmd_chat, cmd_not_built):
         parser.error(f"{args.command} takes no config overrides")

@@ -238,6 +238,7 @@ def test_tokenizer_show_and_stats(micro_run):
     out = chatforge("tokenizer", "show", text, "--run", str(micro_run))
     ids = load_tokenizer(micro_run / "tokenizer").encode(text)
     assert text in out.stdout and f"{len(ids)} tokens, {len(text.encode())} bytes" in out.stdout
+    assert chatforge("tokenizer", "show", "--run", str(micro_run), text).stdout == out.stdout
     out = chatforge("tokenizer", "stats", "--run", str(micro_run))
     assert "val_bytes_per_token" in out.stdout and "vocab_used_train" in out.stdout
 

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import struct
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,9 @@ def write_shards(chunks: Iterable[np.ndarray], out_dir: Path, split: str, bos_id
     return {"docs": n_docs, "tokens": n_total, "shards": shard}
 
 
-# Text per encoding task: ~1M tokens, small enough that 2 workers stay balanced on the 14 MB sample
+# Text per encoding task: ~250k tokens, small enough that 2 workers stay balanced on the 14 MB sample
 # corpus, large enough that pickling a task (~2 ms) is noise next to encoding it (~0.5 s).
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 _worker_tokenizer = None
 
 
@@ -143,14 +144,15 @@ def encode_to_shards(texts: Iterable[str], tok_dir: Path, out_dir: Path, split: 
     tok = load_tokenizer(tok_dir)
     counts = {"bytes": 0}
     chunks = _text_chunks(texts, counts)
+    head = list(islice(chunks, 2 * workers))  # a split this small encodes faster than workers start
     bar = tqdm(desc=f"tokenize {split}", unit="doc", disable=not progress)
     pool = None
-    if workers > 1:
+    if workers > 1 and len(head) == 2 * workers:
         # spawn, not fork: the parent may hold torch/OpenMP threads, and fork copies them half-alive
         pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(tok_dir),))
-        encoded = _ordered_map(pool, _encode_chunk, chunks, 2 * workers)
+        encoded = _ordered_map(pool, _encode_chunk, chain(head, chunks), 2 * workers)
     else:
-        encoded = (encode_chunk(tok, c) for c in chunks)
+        encoded = (encode_chunk(tok, c) for c in chain(head, chunks))
 
     def counted() -> Iterator[np.ndarray]:
         for arr in encoded:
