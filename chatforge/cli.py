@@ -101,6 +101,25 @@ def cmd_tokenizer(args, overrides) -> None:
         console.print(f"{k:>20}: {v}")
 
 
+def cmd_data(args, overrides) -> None:
+    if args.action == "inspect":
+        from chatforge.data.pipeline import inspect
+
+        run = open_from_args(args, overrides, save=False)
+        print(inspect(run.path / "data", samples=args.samples, seed=args.seed))
+        return
+    # The pipeline options are config fields, so they are recorded in the run's manifest like any override.
+    if args.input:
+        overrides["data.inputs"] = ",".join(args.input)
+    for flag, key in ((args.workers, "data.workers"), (args.executor, "data.executor"),
+                      (args.steps, "data.steps")):
+        if flag is not None:
+            overrides[key] = str(flag)
+    if args.keep_dropped:
+        overrides["data.keep_dropped"] = "true"
+    cmd_stage(args, overrides)
+
+
 def cmd_chat(args, overrides) -> None:
     from chatforge.infer.chat import chat_loop, load_chat_model
 
@@ -163,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage_opts.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
     helps = {
-        "data": "sample corpus -> clean, deduplicated parquet documents (data/)",
+        "data": "web crawl (WARC/WET/HTML/JSONL/parquet/text) or the sample corpus -> clean, deduplicated "
+                "parquet documents (data/)",
         "tokenizer": "train BPE on the documents and write token shards (tokenizer/, tokens/)",
         "pretrain": "pretrain the base model on the token shards (base/)",
         "sft": "fine-tune the base model into a chat model (sft/)",
@@ -172,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
         p.set_defaults(fn=cmd_stage)
+        if name == "data":
+            p.add_argument("action", nargs="?", choices=["inspect"],
+                           help="inspect: the funnel per step and random kept/dropped documents "
+                                "(without an action: run the stage)")
+            p.add_argument("--input", action="append", metavar="PATH",
+                           help="WARC/WET/HTML/JSONL/parquet/text files, directories or globs (repeatable; "
+                                "default: the sample corpus)")
+            p.add_argument("--workers", type=int, help="worker processes (data.workers)")
+            p.add_argument("--executor", choices=["local", "ray"], help="local processes or Ray Data")
+            p.add_argument("--steps", help="comma-separated steps, e.g. url,extract,language,dedup,pii")
+            p.add_argument("--keep-dropped", action="store_true",
+                           help="also keep dropped documents with their reason, for `data inspect`")
+            p.add_argument("--samples", type=int, default=3, help="inspect: random documents to show")
+            p.add_argument("--seed", type=int, default=0, help="inspect: which random documents")
+            p.set_defaults(fn=cmd_data)
         if name == "tokenizer":
             p.add_argument("action", nargs="?", choices=["show", "stats"],
                            help="show TEXT: colour its tokens; stats: compression and vocabulary use "

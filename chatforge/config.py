@@ -46,6 +46,20 @@ class DataConfig:
     max_docs: int = 0  # 0 = every document of the sample corpus
     val_fraction: float = 0.05  # share of documents (by id hash) held out for validation
     docs_per_part: int = 10_000
+    inputs: str = ""  # comma-separated files, directories or globs of web data; "" = the sample corpus
+    steps: str = ""  # comma-separated step names; "" = the default for the input (data/pipeline.py)
+    workers: int = 1  # shard worker processes
+    executor: str = "local"  # local | ray
+    keep_dropped: bool = False  # also write dropped documents with their reason (data/dropped/)
+    files_per_shard: int = 200  # HTML/text files per shard (archives and parquet files are a shard each)
+    extractor: str = "resiliparse"  # resiliparse | trafilatura
+    languages: str = "en"  # comma-separated fastText codes to keep; "" = any
+    language_threshold: float = 0.65  # FineWeb's
+    min_chars: int = 200  # the `length` step
+    url_domains: str = ""  # blocklist files for the `url` step, one entry a line
+    url_substrings: str = ""
+    url_words: str = ""
+    url_soft_words: str = ""
 
 
 @dataclass
