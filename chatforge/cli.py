@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.command} takes no config overrides")
     try:
         args.fn(args, overrides)
-    except (RunError, ValueError, FileNotFoundError) as e:
+    except (RunError, ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"chatforge {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

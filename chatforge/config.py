@@ -73,7 +73,9 @@ class PretrainConfig:
     steps: int = 900
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 6e-3  # matrices (embeddings get 10x); best of 3e-3/6e-3/1.2e-2 for tiny, docs/benchmarks.md
+    batch_tokens: int = 0  # >0: target tokens per optimizer step; grad_accum is derived (and DDP-independent)
+    lr: float = 6e-3  # AdamW: head and norm weights (embeddings get 10x), and the matrices if matrix_lr=0
+    matrix_lr: float = 0.02  # Muon for the hidden matrices; 0 = AdamW for them too
     warmup_steps: int = 20
     warmdown_frac: float = 0.3  # final fraction of training with linearly decaying LR
     weight_decay: float = 0.0
@@ -84,6 +86,7 @@ class PretrainConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 where the hardware has it)
     compile: bool = False
     seed: int = 1337
+    init_from: str = ""  # a checkpoint directory to continue pretraining from (domain adaptation)
 
 
 @dataclass

@@ -65,6 +65,8 @@ class Run:
     manifest: dict
 
     def save(self) -> None:
+        if int(os.environ.get("RANK", "0")):  # under torchrun, rank 0 alone writes the manifest
+            return
         self.manifest["config"] = to_dict(self.config)
         write_json(self.path / "manifest.json", self.manifest)
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+import torch
 from conftest import chatforge
 
 
@@ -63,3 +65,121 @@ def test_time_budget_stops_early_and_still_leaves_a_model(micro_run, tmp_path):
     steps = json.loads((run / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]["steps"]
     assert 0 < steps < 100000
     assert (run / "base" / "model.safetensors").exists()
+
+
+def test_metrics_report_mfu(micro_run):
+    rows = read_jsonl(micro_run / "metrics" / "pretrain.jsonl")
+    assert all(r["mfu"] > 0 and r["tok_s"] > 0 for r in rows)
+    assert json.loads((micro_run / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]["mfu"] > 0
+
+
+def torchrun(*args, nproc):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "chatforge", "--", *args]  # "--": torchrun would read --run as its own --run-path
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+
+
+def test_ddp_two_gloo_processes_match_one_at_the_same_global_batch(micro_run, tmp_path):
+    # fp32 so the only difference is the order of the gradient sums; batch_tokens fixes the global batch
+    args = ["--force", "--pretrain.steps=8", "--pretrain.eval_every=8", "--pretrain.dtype=float32",
+            "--pretrain.batch_tokens=1024"]
+    one = fresh_copy(micro_run, tmp_path / "one")
+    chatforge("pretrain", "--run", str(one), "--pretrain.batch_size=8", *args)
+    two = fresh_copy(micro_run, tmp_path / "two")
+    out = torchrun("pretrain", "--run", str(two), "--pretrain.batch_size=4", *args, nproc=2)
+    assert "(2 x 2 x 4 x 64)" in out.stdout  # 2 processes x 2 micro-batches x 4 rows x 64 tokens
+    rows_one = read_jsonl(one / "metrics" / "pretrain.jsonl")
+    rows_two = read_jsonl(two / "metrics" / "pretrain.jsonl")
+    assert len(rows_one) == len(rows_two) == 8
+    for a, b in zip(rows_one, rows_two, strict=True):
+        assert abs(a["loss"] - b["loss"]) < 2e-3
+    metrics = json.loads((two / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]
+    assert metrics["processes"] == 2
+    assert abs(metrics["val_bpb"] - rows_one[-1]["val_bpb"]) < 2e-3
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(micro_run, tmp_path, monkeypatch):
+    import torch
+
+    from chatforge.model.checkpoint import load_model, load_training_state
+    from chatforge.pretrain import train
+    from chatforge.runs import open_run
+
+    class Exploding(train.GPT):  # the 13th forward pass returns an infinite loss
+        calls = 0
+
+        def forward(self, idx, targets=None, **kw):
+            out = super().forward(idx, targets, **kw)
+            Exploding.calls += targets is not None and self.training
+            return out * float("inf") if Exploding.calls == 13 else out
+
+    monkeypatch.setattr(train, "GPT", Exploding)
+    run = open_run(fresh_copy(micro_run, tmp_path / "nan"), overrides={"pretrain.ckpt_every": "5"})
+    with pytest.raises(FloatingPointError, match=r"step 13.*last good checkpoint \(step 10\)"):
+        train.pretrain(run)
+    _, state = load_training_state(run.path / "base")
+    assert state["step"] == 10
+    assert all(torch.isfinite(p).all() for p in load_model(run.path / "base").parameters())
+
+
+def test_nan_guard_is_one_line_on_the_cli(micro_run, tmp_path):
+    run = fresh_copy(micro_run, tmp_path / "blowup")
+    out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.steps=5", "--pretrain.lr=1e30",
+                    "--pretrain.warmup_steps=0", check=False)
+    assert out.returncode == 1
+    errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "training stopped" in errors[0] and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.n_head=3"], "not divisible by n_head"),
+    (["--pretrain.batch_tokens=1000"], "not a multiple of batch_size x seq_len"),
+    (["--pretrain.batch_size=100000"], "larger than the training split"),
+    (["--pretrain.init_from=/nonexistent"], "no checkpoint"),
+    (["--pretrain.dtype=float16"], "dtype must be"),
+])
+def test_bad_input_fails_before_training_and_loses_nothing(micro_run, tmp_path, args, message):
+    run = tmp_path / "bad"
+    shutil.copytree(micro_run, run)
+    before = (run / "base" / "model.safetensors").read_bytes()
+    out = chatforge("pretrain", "--run", str(run), "--force", *args, check=False)
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+    assert (run / "base" / "model.safetensors").read_bytes() == before
+
+
+def test_missing_shards_fail_before_training(micro_run, tmp_path):
+    run = tmp_path / "noshards"
+    shutil.copytree(micro_run, run)
+    (run / "tokens" / "train_000.bin").unlink()
+    out = chatforge("pretrain", "--run", str(run), "--force", check=False)
+    assert out.returncode == 1 and "no train token shards" in out.stderr
+    assert (run / "base" / "model.safetensors").exists()
+
+
+def test_init_from_continues_from_a_checkpoint(micro_run, tmp_path):
+    fresh = fresh_copy(micro_run, tmp_path / "fresh")
+    chatforge("pretrain", "--run", str(fresh), "--force", "--pretrain.steps=3")
+    cont = fresh_copy(micro_run, tmp_path / "cont")
+    chatforge("pretrain", "--run", str(cont), "--force", "--pretrain.steps=3", f"--pretrain.init_from={micro_run / 'base'}")
+    first_fresh = read_jsonl(fresh / "metrics" / "pretrain.jsonl")[0]["loss"]
+    first_cont = read_jsonl(cont / "metrics" / "pretrain.jsonl")[0]["loss"]
+    trained = read_jsonl(micro_run / "metrics" / "pretrain.jsonl")[-1]["loss"]
+    assert first_cont < first_fresh - 1 and abs(first_cont - trained) < 0.5
+
+
+def test_init_from_refuses_another_tokenizer(micro_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(micro_run, other)
+    (other / "tokenizer" / "tokenizer.tiktoken").write_bytes(b"different")
+    run = fresh_copy(micro_run, tmp_path / "target")
+    out = chatforge("pretrain", "--run", str(run), "--force", f"--pretrain.init_from={other / 'base'}", check=False)
+    assert out.returncode == 1 and "another tokenizer" in out.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_pretrain_bf16_compiled(micro_run, tmp_path):
+    run = fresh_copy(micro_run, tmp_path / "gpu")
+    out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.compile=true", "--pretrain.steps=40")
+    assert "device cuda" in out.stdout and "bf16 autocast" in out.stdout and "compiled" in out.stdout
+    rows = [r for r in read_jsonl(run / "metrics" / "pretrain.jsonl")]
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5

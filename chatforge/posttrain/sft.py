@@ -9,9 +9,10 @@ import torch
 from tqdm import tqdm
 
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
+from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, pick_device
 from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
-from chatforge.pretrain.train import MetricsLog, lr_multiplier, make_optimizer
+from chatforge.pretrain.train import MetricsLog, lr_multiplier
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
 

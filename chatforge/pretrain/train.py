@@ -1,40 +1,31 @@
 """Next-token pretraining: the base model. Explicit loop: schedule, grad accumulation, val bits per
-byte, metrics JSONL, atomic checkpoints and exact resume.
+byte, metrics JSONL, atomic checkpoints, exact resume, and DDP under `torchrun`.
 
 Resume is exact because a step's rows are a function of the step (TokenShards.batch takes a
 position in a seeded order), so a restarted run needs just the model, the optimizer and the step.
+The same position arithmetic gives DDP ranks disjoint rows: N processes at batch B read exactly
+the rows one process at batch N*B would.
 """
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.gpt import GPT
+from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, pick_device
+from chatforge.pretrain.mfu import peak_flops
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position
-
-
-def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    # Embeddings start at std 1, so they need a larger step to move in relative terms; the head
-    # starts near zero and is the most sensitive matrix (nanochat uses a similar split).
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n
-                    and "lm_head" not in n], "lr": lr, "weight_decay": weight_decay},
-        {"params": [model.embed_tokens.weight], "lr": lr * 10, "weight_decay": 0.0},
-        {"params": [model.lm_head.weight], "lr": lr, "weight_decay": 0.0},
-        {"params": [p for p in model.parameters() if p.dim() == 1], "lr": lr, "weight_decay": 0.0},
-    ]
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-10, fused=fused)
 
 
 def lr_multiplier(progress: float, step: int, warmup_steps: int, warmdown_frac: float) -> float:
@@ -63,91 +54,188 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
 
-def pretrain(run, resume: bool = False) -> dict:
-    """The `pretrain` stage: tokens/ → base/ checkpoint, metrics/pretrain.jsonl."""
-    cfg, pc = run.config, run.config.pretrain
+def init_distributed() -> tuple[int, int, str]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this process joins the group:
+    NCCL on GPUs (one per local rank), gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device()
+    if world == 1:
+        return 0, 1, device
+    if device == "cuda":
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world, device
+
+
+def grad_accum_steps(pc, seq_len: int, world: int) -> int:
+    """Micro-batches per optimizer step: `grad_accum`, or derived from the target `batch_tokens`."""
+    if not pc.batch_tokens:
+        return pc.grad_accum
+    micro = pc.batch_size * seq_len * world
+    if pc.batch_tokens % micro:
+        raise ValueError(f"pretrain.batch_tokens={pc.batch_tokens} is not a multiple of batch_size x seq_len x "
+                         f"processes = {pc.batch_size} x {seq_len} x {world} = {micro}")
+    return pc.batch_tokens // micro
+
+
+def initial_model(run, tok, device: str) -> GPT:
+    """A fresh model from the run's config, or `pretrain.init_from`'s weights (continued pretraining on
+    this run's data, e.g. domain adaptation), which must share this run's tokenizer."""
+    src = run.config.pretrain.init_from
+    if not src:
+        return GPT(run.config.model).to(device)
+    src = Path(src)
+    if not (src / "model.safetensors").exists() or not (src / "config.json").exists():
+        raise FileNotFoundError(f"pretrain.init_from: no checkpoint (model.safetensors + config.json) in {src}")
+    try:
+        model = load_model(src, device)
+    except TypeError as e:
+        raise ValueError(f"pretrain.init_from: {src}/config.json is not a chatforge model config ({e})") from None
+    ours, theirs = run.path / "tokenizer" / "tokenizer.tiktoken", src.parent / "tokenizer" / "tokenizer.tiktoken"
+    if model.cfg.vocab_size != tok.vocab_size or (theirs.exists() and theirs.read_bytes() != ours.read_bytes()):
+        raise ValueError(f"pretrain.init_from: {src} was trained with another tokenizer than {run.path}'s "
+                         f"(vocab {model.cfg.vocab_size} vs {tok.vocab_size}); copy its tokenizer/ into the run")
+    return model
+
+
+def pretrain(run, resume: bool = False) -> dict:
+    """The `pretrain` stage: tokens/ → base/ checkpoint, metrics/pretrain.jsonl. Under torchrun every
+    rank runs this; rank 0 alone evaluates, logs and writes checkpoints."""
+    rank, world, device = init_distributed()
+    try:
+        return _pretrain(run, resume, rank, world, device)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
+    pc = run.config.pretrain
+    master = rank == 0
+    # Everything that can be wrong with the inputs is checked before a checkpoint is touched.
     dtype = autocast_dtype(pc.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
-    if tok.vocab_size != cfg.model.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={cfg.model.vocab_size}")
+    if tok.vocab_size != run.config.model.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={run.config.model.vocab_size}")
     train, val = TokenShards(run.path / "tokens", "train"), TokenShards(run.path / "tokens", "val")
     byte_lengths = torch.tensor(tok.byte_lengths(), dtype=torch.int64)
     ckpt_dir = run.path / "base"
+    if world > 1:  # rank 0's view of the manifest decides, so all ranks start from the same place
+        flag = [resume]
+        dist.broadcast_object_list(flag, src=0)
+        resume = flag[0]
     torch.manual_seed(pc.seed)
 
     opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
     if state is None:
-        remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
-        model = GPT(cfg.model).to(device)
+        model = initial_model(run, tok, device)
         start_step, elapsed = 0, 0.0
     else:
         model = load_model(ckpt_dir, device)
         start_step, elapsed = state["step"], state["elapsed"]
-        print(f"pretrain: resuming from step {start_step} in {ckpt_dir}")
-    optimizer = make_optimizer(model, pc.lr, pc.weight_decay)
+        if master:
+            print(f"pretrain: resuming from step {start_step} in {ckpt_dir}")
+    if model.cfg != run.config.model:  # init_from brought its own architecture: later stages must see it
+        run.config.model = model.cfg
+        run.save()
+    seq_len = model.cfg.seq_len
+    grad_accum = grad_accum_steps(pc, seq_len, world)
+    rows_per_step = pc.batch_size * grad_accum * world
+    if rows_per_step > len(train.grid(seq_len, tok.bos_id)):
+        raise ValueError(f"one step's batch ({rows_per_step} rows of {seq_len} tokens) is larger than the "
+                         f"training split ({len(train.grid(seq_len, tok.bos_id))} rows); lower the batch")
+    if state is None and master:
+        remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
+    optimizer = make_optimizer(model, pc.lr, pc.weight_decay, pc.matrix_lr)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
-    log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", start_step if start_step else None)
+    log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", start_step if start_step else None) if master else None
     fwd = torch.compile(model) if pc.compile else model
+    if world > 1:  # DDP averages gradients across ranks during backward
+        fwd = DistributedDataParallel(fwd, device_ids=[torch.device(device).index] if device != "cpu" else None)
 
-    tokens_per_step = pc.batch_size * pc.grad_accum * cfg.model.seq_len
-    print(f"pretrain: {model.num_params():,} parameters, {tokens_per_step:,} tokens/step, {pc.steps} steps, "
-          f"device {device}, {'bf16 autocast' if dtype else 'fp32'}{', compiled' if pc.compile else ''}")
-    baseline = unigram_bpb(train, val, byte_lengths.numpy(), cfg.model.seq_len, pc.eval_tokens)
+    tokens_per_step = rows_per_step * seq_len
+    flops_per_token = model.flops_per_token()
+    peak = peak_flops(device, dtype)
+    if master:
+        print(f"pretrain: {model.num_params():,} parameters, {tokens_per_step:,} tokens/step "
+              f"({world} x {grad_accum} x {pc.batch_size} x {seq_len}), {pc.steps} steps, device {device}, "
+              f"{'bf16 autocast' if dtype else 'fp32'}{', compiled' if pc.compile else ''}, "
+              f"{'Muon + AdamW' if pc.matrix_lr else 'AdamW'}, peak {peak / 1e12:.3g} TFLOP/s")
+    baseline = unigram_bpb(train, val, byte_lengths.numpy(), seq_len, pc.eval_tokens) if master else float("nan")
 
     def val_bpb() -> float:
         return evaluate_bpb(model, val, byte_lengths, pc.batch_size, pc.eval_tokens, device, dtype)
 
     budget = pc.max_minutes * 60
-    step, bpb = start_step, float("nan")
-    bar = tqdm(total=pc.steps, initial=start_step, desc="pretrain", unit="step")
+    step, bpb, last_saved = start_step, float("nan"), start_step
+    bar = tqdm(total=pc.steps, initial=start_step, desc="pretrain", unit="step", disable=not master)
     t_last = time.time()
     while step < pc.steps:
         progress = max(step / pc.steps, elapsed / budget if budget else 0.0)
         if progress >= 1:
-            print(f"pretrain: time budget of {pc.max_minutes} min reached at step {step}")
+            if master:
+                print(f"pretrain: time budget of {pc.max_minutes} min reached at step {step}")
             break
         mult = lr_multiplier(progress, step, pc.warmup_steps, pc.warmdown_frac)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * mult
-        loss_sum = 0.0
-        for micro in range(pc.grad_accum):
-            position = row_position(step, micro, pc.grad_accum, pc.batch_size)
-            x, y = train.batch(pc.seed, position, pc.batch_size, cfg.model.seq_len, tok.bos_id)
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(grad_accum):
+            position = row_position(step, micro, grad_accum, pc.batch_size, rank, world)
+            x, y = train.batch(pc.seed, position, pc.batch_size, seq_len, tok.bos_id)
             x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            if world > 1:  # all-reduce the gradients once, after the last micro-batch
+                fwd.require_backward_grad_sync = micro == grad_accum - 1
             with autocast(device, dtype):
-                loss = fwd(x, y) / pc.grad_accum
+                loss = fwd(x, y) / grad_accum
             loss.backward()
-            loss_sum += loss.item()
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"loss is {loss_sum} at step {step}; the last good checkpoint is in {ckpt_dir}")
+            loss_sum += loss.detach()
+        if world > 1:  # the mean over ranks, for the log; every rank sees the same value for the NaN guard
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
+        loss_value = loss_sum.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            raise FloatingPointError(
+                f"loss {loss_value}, gradient norm {grad_norm} at step {step + 1}: training stopped; the last good "
+                f"checkpoint (step {last_saved}) is in {ckpt_dir}. Lower pretrain.lr / pretrain.matrix_lr and "
+                f"re-run to resume from it")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        dt = time.time() - t_last
-        t_last = time.time()
+        dt = torch.tensor(time.time() - t_last)
+        if world > 1:  # rank 0's clock for every rank, so the time budget stops them at the same step
+            dist.broadcast(dt, src=0)
+        dt = dt.item()
         elapsed += dt
-        row = dict(step=step, loss=round(loss_sum, 4), lr_mult=round(mult, 4), grad_norm=round(grad_norm, 4),
-                   tok_s=round(tokens_per_step / dt), elapsed=round(elapsed, 2))
+        tok_s = tokens_per_step / dt
+        row = dict(step=step, loss=round(loss_value, 4), lr_mult=round(mult, 4), grad_norm=round(grad_norm, 4),
+                   tok_s=round(tok_s), mfu=round(flops_per_token * tok_s / world / peak, 4),
+                   elapsed=round(elapsed, 2))
         last = step == pc.steps or (budget and elapsed >= budget)
-        if step % pc.eval_every == 0 or last:
+        if master and (step % pc.eval_every == 0 or last):
             bpb = val_bpb()
             row["val_bpb"] = round(bpb, 4)
-            t_last = time.time()  # evaluation time is not training time
-        log.write(**row)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", bpb=f"{bpb:.3f}", tok_s=row["tok_s"])
-        bar.update(1)
-        if step % pc.ckpt_every == 0 or last:
+        if master:
+            log.write(**row)
+            bar.set_postfix(loss=f"{loss_value:.3f}", bpb=f"{bpb:.3f}", tok_s=row["tok_s"], mfu=f"{row['mfu']:.0%}")
+            bar.update(1)
+        if master and (step % pc.ckpt_every == 0 or last):
             save_checkpoint(ckpt_dir, model, optimizer, {"step": step, "elapsed": elapsed})
-            t_last = time.time()
+            last_saved = step
+        t_last = time.time()  # evaluation and checkpoints are not training time
     bar.close()
+    if not master:
+        return {}
     if step == start_step:  # nothing trained in this call (budget already spent): still leave a result
         save_checkpoint(ckpt_dir, model, optimizer, {"step": step, "elapsed": elapsed})
     if not math.isfinite(bpb):
         bpb = val_bpb()
     print(f"pretrain: val bpb {bpb:.4f} (unigram baseline {baseline:.4f}) after {step} steps, {elapsed:.0f}s")
+    tok_s = step * tokens_per_step / max(elapsed, 1e-9)
     return {"steps": step, "val_bpb": round(bpb, 4), "unigram_bpb": round(baseline, 4),
             "train_seconds": round(elapsed, 1), "tokens": step * tokens_per_step, "params": model.num_params(),
-            "tok_s": round(step * tokens_per_step / max(elapsed, 1e-9))}
+            "tok_s": round(tok_s), "mfu": round(flops_per_token * tok_s / world / peak, 4), "processes": world}

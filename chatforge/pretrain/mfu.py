@@ -1,0 +1,41 @@
+"""Model FLOPs utilisation: achieved training FLOP/s over what the device's matmuls can reach.
+
+On GPUs the peak is the datasheet's dense bf16 figure. A CPU has no such number that holds in
+practice (clock, cores, shared load), so it is measured: the best of a few large bf16 matmuls.
+"""
+
+import time
+
+import torch
+
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets (SXM parts).
+GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12,
+                 "4090": 165e12, "3090": 71e12}
+
+
+def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.bfloat16, n: int = 2048,
+                        repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` (n x n) @ (n x n) matmuls, after one warm-up."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def peak_flops(device: str, dtype: torch.dtype | None) -> float:
+    """The peak MFU is measured against: the datasheet for known GPUs, else measured here."""
+    if device.startswith("cuda") and dtype == torch.bfloat16:
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_BF16_PEAK.items():
+            if key in name:
+                return flops
+    return measure_matmul_peak(device, dtype or torch.float32)
