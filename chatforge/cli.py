@@ -102,6 +102,13 @@ def cmd_tokenizer(args, overrides) -> None:
 
 
 def cmd_data(args, overrides) -> None:
+    if args.action == "index":
+        from chatforge.infer.search import build_index
+
+        run = open_from_args(args, overrides, save=False)
+        stats = build_index(run.path / "data", run.path / "index")
+        print(f"index: {stats['passages']} passages from {stats['documents']} documents -> {run.path / 'index'}")
+        return
     if args.action == "inspect":
         from chatforge.data.pipeline import inspect
 
@@ -120,13 +127,49 @@ def cmd_data(args, overrides) -> None:
     cmd_stage(args, overrides)
 
 
+def sampling_params(args):
+    from chatforge.infer.engine import SamplingParams
+
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                          seed=args.seed, stop=tuple(args.stop or ()))
+
+
 def cmd_chat(args, overrides) -> None:
     from chatforge.infer.chat import chat_loop, load_chat_model
+    from chatforge.infer.engine import Engine
+    from chatforge.infer.tools import tools_for_run
 
-    model, tok, stage = load_chat_model(Path(args.run or "runs/tiny"), args.stage)
+    run = Path(args.run or "runs/tiny")
+    params = sampling_params(args)
+    model, tok, stage = load_chat_model(run, args.stage)
+    tools = tools_for_run(run, python=not args.no_python, search_url=args.search_url)
     if args.prompt is None:
-        print(f"chatforge chat: {stage} model from {args.run or 'runs/tiny'}")
-    chat_loop(model, tok, args.prompt, args.system, args.temperature, args.top_k, args.max_tokens, args.seed)
+        enabled = [name for name, on in (("python", tools.python), ("search", tools.search)) if on]
+        print(f"chatforge chat: {stage} model from {run}; tools: {', '.join(enabled) or 'none'}")
+    chat_loop(Engine(model, tok, max_batch=1, tools=tools), args.prompt, args.system, params)
+
+
+def cmd_generate(args, overrides) -> None:
+    from chatforge.infer.chat import complete, load_chat_model
+    from chatforge.infer.engine import Engine
+
+    if (args.prompt is None) == (args.file is None):
+        raise ValueError("give a prompt or --file PROMPT.txt (one of them)")
+    prompt = args.prompt if args.file is None else Path(args.file).read_text()
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1 (got {args.n})")
+    params = sampling_params(args)
+    model, tok, _ = load_chat_model(Path(args.run or "runs/tiny"), args.stage)
+    engine = Engine(model, tok, max_batch=min(args.n, 16))
+    if args.n == 1:
+        complete(engine, prompt, params, out=sys.stdout)
+        print()
+        return
+    for i, text in enumerate(complete(engine, prompt, params, n=args.n)):
+        print(f"--- sample {i + 1}\n{prompt}{text}")
 
 
 def cmd_eval(args, overrides) -> None:
@@ -168,6 +211,17 @@ def cmd_not_built(args, overrides) -> None:
     sys.exit(2)
 
 
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=0.6, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=50, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling; 1: off")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below MIN_P x the top probability; 0: off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatforge", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,9 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
         p.set_defaults(fn=cmd_stage)
         if name == "data":
-            p.add_argument("action", nargs="?", choices=["inspect"],
-                           help="inspect: the funnel per step and random kept/dropped documents "
-                                "(without an action: run the stage)")
+            p.add_argument("action", nargs="?", choices=["inspect", "index"],
+                           help="inspect: the funnel per step and random kept/dropped documents; index: a BM25 "
+                                "index of the documents for the search tool (index/) (without an action: run "
+                                "the stage)")
             p.add_argument("--input", action="append", metavar="PATH",
                            help="WARC/WET/HTML/JSONL/parquet/text files, directories or globs (repeatable; "
                                 "default: the sample corpus)")
@@ -221,11 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which checkpoint (auto: sft if present, else base)")
     p.add_argument("-p", "--prompt", help="ask one question, print the answer and exit")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=None)
+    add_sampling_args(p)
+    p.add_argument("--no-python", action="store_true", help="turn the python tool off")
+    p.add_argument("--search-url", help="search through a SearXNG-style JSON API instead of the run's index/")
     p.set_defaults(fn=cmd_chat)
+
+    p = sub.add_parser("generate", help="complete a text with the base model",
+                       description="Base-model completion: continue PROMPT (or a few-shot prompt from --file).")
+    p.add_argument("prompt", nargs="?", help="the text to continue")
+    p.add_argument("--file", help="read the prompt from this file")
+    p.add_argument("--run", help="run directory (default: runs/tiny)")
+    p.add_argument("--stage", choices=["base", "sft"], default="base", help="which checkpoint")
+    p.add_argument("-n", type=int, default=1, help="samples, generated as one batch")
+    add_sampling_args(p)
+    p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("eval", help="val bits per byte of the base and SFT models vs the unigram baseline",
                        description="Val bits per byte of the run's models vs the unigram baseline.",
@@ -247,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "action", None) == "show" and args.text is None and extra and not extra[0].startswith("-"):
         args.text = extra.pop(0)  # `tokenizer show --run R TEXT`: argparse takes positionals only in one group
     overrides = parse_overrides(extra, parser)
-    if overrides and args.fn in (cmd_chat, cmd_not_built):
+    if overrides and args.fn in (cmd_chat, cmd_generate, cmd_not_built):
         parser.error(f"{args.command} takes no config overrides")
     try:
         args.fn(args, overrides)

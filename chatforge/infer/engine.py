@@ -55,16 +55,16 @@ class SamplingParams:
             raise ValueError(f"bad sampling value: {e}") from None
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         self.stop_ids = tuple(int(i) for i in self.stop_ids)
-        checks = [(self.max_tokens >= 1, "max_tokens must be >= 1"),
-                  (self.temperature >= 0, "temperature must be >= 0"),
-                  (self.top_k >= 0, "top_k must be >= 0 (0: off)"),
-                  (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-                  (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
-                  (self.repetition_penalty > 0, "repetition_penalty must be > 0 (1: off)"),
-                  (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")]
+        checks = [(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}"),
+                  (self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
+                  (self.top_k >= 0, f"top_k must be >= 0 (0: off), got {self.top_k}"),
+                  (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
+                  (0 <= self.min_p < 1, f"min_p must be in [0, 1), got {self.min_p}"),
+                  (self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}"),
+                  (all(isinstance(s, str) and s for s in self.stop), f"stop strings must be non-empty: {self.stop}")]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(f"{msg} (got {dataclasses.asdict(self)})")
+                raise ValueError(msg)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingParams":
