@@ -1,11 +1,16 @@
+import dataclasses
+
 import pytest
 import torch
 
-from chatforge.infer.engine import GenStats, generate
+from chatforge.infer.engine import Engine, GenStats, SamplingParams, generate, sample_token
+from chatforge.infer.tools import Tools
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.tokenizer.bpe import train_tokenizer
+from chatforge.tokenizer.chat import parse
 
 CFG = GPTConfig(vocab_size=300, seq_len=32, n_layer=2, n_embd=32, n_head=4, n_kv_head=2)
+GREEDY = SamplingParams(max_tokens=10, temperature=0)
 
 
 @pytest.fixture(scope="module")
@@ -18,19 +23,94 @@ def model():
     return m.eval()
 
 
-def test_greedy_matches_full_recompute(model):
-    prompt = [1, 2, 3]
-    out = list(generate(model, prompt, max_new_tokens=10, temperature=0))
+@pytest.fixture(scope="module")
+def tok():
+    text = "the quick brown fox jumps over the lazy dog; a stitch in time saves nine. " * 40
+    return train_tokenizer([text], CFG.vocab_size)  # same vocabulary size as the model: every id decodes
+
+
+def full_greedy(model, prompt, n):
     seq = list(prompt)
-    for _ in range(10):
+    for _ in range(n):
         seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
-    assert out == seq[3:]
+    return seq[len(prompt):]
+
+
+def test_greedy_matches_full_recompute(model):
+    assert list(generate(model, [1, 2, 3], max_new_tokens=10, temperature=0)) == full_greedy(model, [1, 2, 3], 10)
+
+
+def test_kv_cache_logits_equal_full_recompute(model):
+    """Logprobs come from the cached decode path; recomputing the whole sequence must agree."""
+    engine = Engine(model, max_batch=4)
+    engine.submit([9, 8, 7, 6, 5], SamplingParams(max_tokens=3, temperature=0))  # another row in the batch
+    req = engine.submit([1, 2, 3], SamplingParams(max_tokens=12, temperature=1.0, seed=0, logprobs=True))
+    for _ in engine.run():
+        pass
+    seq = req.prompt + req.tokens
+    with torch.no_grad():
+        full = torch.log_softmax(model(torch.tensor([seq]))[0], -1)
+    expected = [float(full[len(req.prompt) - 1 + i, t]) for i, t in enumerate(req.tokens)]
+    assert torch.allclose(torch.tensor(req.logprobs), torch.tensor(expected), atol=1e-4)
+
+
+def test_batched_greedy_equals_unbatched_with_requests_joining_and_leaving(model):
+    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15], [16] * 7]
+    lengths = [10, 3, 8, 12, 5, 9]
+    engine = Engine(model, max_batch=3)  # 6 requests through 3 rows: later ones wait, then join mid-flight
+    reqs = [engine.submit(p, dataclasses.replace(GREEDY, max_tokens=n)) for p, n in zip(prompts, lengths, strict=True)]
+    for _ in range(4):
+        engine.step()
+    late = engine.submit([20, 21], GREEDY)  # arrives while others are decoding
+    for _ in engine.run():
+        pass
+    for p, n, r in zip(prompts, lengths, reqs, strict=True):
+        assert r.tokens == full_greedy(model, p, n) and r.done
+    assert late.tokens == full_greedy(model, [20, 21], 10)
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(model):
+    params = SamplingParams(max_tokens=12, temperature=1.0, top_k=50, top_p=0.9, min_p=0.02, seed=7)
+    alone = Engine(model, max_batch=1).generate([[5, 6]], params)[0].tokens
+    engine = Engine(model, max_batch=4)
+    others = [engine.submit([i, i + 1], dataclasses.replace(params, seed=i)) for i in range(3)]
+    mine = engine.submit([5, 6], params)
+    for _ in engine.run():
+        pass
+    assert mine.tokens == alone and any(o.tokens != alone for o in others)
 
 
 def test_sampling_is_reproducible_with_a_seed(model):
     a = list(generate(model, [5, 6], 12, temperature=1.0, top_k=20, seed=3))
     b = list(generate(model, [5, 6], 12, temperature=1.0, top_k=20, seed=3))
     assert a == b
+
+
+@pytest.mark.parametrize("kw", [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 0.999}])
+def test_filters_at_their_extreme_are_greedy(model, kw):
+    params = SamplingParams(max_tokens=8, temperature=1.0, seed=0, **kw)
+    assert Engine(model).generate([[7]], params)[0].tokens == full_greedy(model, [7], 8)
+
+
+@pytest.mark.parametrize("kw,allowed", [
+    ({"top_k": 2}, {0, 1}),
+    ({"top_p": 0.6}, {0, 1}),  # 0.5 < 0.6, so the second token is needed; 0.5 + 0.3 >= 0.6 stops there
+    ({"min_p": 0.5}, {0, 1}),  # keeps p >= 0.25
+    ({}, {0, 1, 2}),
+])
+def test_sampling_filters_keep_exactly_their_tokens(kw, allowed):
+    logits = torch.tensor([0.5, 0.3, 0.2, 0.0]).log()
+    g = torch.Generator().manual_seed(0)
+    seen = {sample_token(logits, SamplingParams(temperature=1.0, **kw), g) for _ in range(400)}
+    assert seen == allowed
+
+
+def test_repetition_penalty_avoids_seen_tokens(model):
+    prompt = [1, 2, 3, 4]
+    params = SamplingParams(max_tokens=12, temperature=0, repetition_penalty=1e6)
+    out = Engine(model).generate([prompt], params)[0].tokens
+    assert len(set(out)) == len(out) and not set(out) & set(prompt)
+    assert out != full_greedy(model, prompt, 12)
 
 
 def test_top_k_one_is_greedy(model):
@@ -43,7 +123,7 @@ def test_stop_ids_end_generation_and_are_not_yielded(model):
     stats = GenStats()
     out = list(generate(model, [1, 2, 3], 10, temperature=0, stop_ids=(stop,), stats=stats))
     assert out == greedy[: greedy.index(stop)] and stats.stop_reason == "stop"
-    assert stats.new_tokens == len(out) and stats.prompt_tokens == 3
+    assert stats.new_tokens == len(out) and stats.prompt_tokens == 3 and stats.ttft > 0
 
 
 def test_generation_stops_at_the_context(model):
@@ -52,20 +132,98 @@ def test_generation_stops_at_the_context(model):
     assert len(out) == CFG.seq_len - 29 and stats.stop_reason == "length"
 
 
+def test_stop_strings_cut_exactly_and_stream_nothing_past_them(model, tok):
+    engine = Engine(model, tok)
+    full = engine.generate([[1, 2, 3]], dataclasses.replace(GREEDY, max_tokens=25))[0].text
+    assert len(full) > 12
+    for stop in (full[6:9], full[-3:], "never appears in this text"):
+        events = list(engine.stream([1, 2, 3], dataclasses.replace(GREEDY, max_tokens=25, stop=(stop, "zzzz"))))
+        req = events[-1].request
+        expected = full[: full.index(stop)] if stop in full else full
+        assert req.text == expected and "".join(e.text for e in events) == expected
+        assert req.stats.stop_reason == ("stop" if stop in full else "length") and events[-1].done
+
+
+def scripted(engine, req, plan):
+    """Make the engine's model play `plan`: the next token is plan[number of tokens it sampled so far],
+    whatever the context (tool outputs included); records every token fed in."""
+    fed = []
+
+    def forward(tokens, row, starts):
+        fed.extend(tokens.flatten().tolist())
+        logits = torch.full((tokens.size(0), CFG.vocab_size), -1e9)
+        logits[:, plan[min(sum(req.mask), len(plan) - 1)]] = 0
+        return logits
+
+    engine._forward = forward
+    return fed
+
+
+def test_tool_loop_runs_python_and_forces_the_output(model, tok):
+    engine = Engine(model, tok, tools=Tools())
+    req = engine.submit([1, 2], SamplingParams(max_tokens=40, temperature=0, stop_ids=(tok.special("<|im_end|>"),)))
+    plan = [tok.special("<|python_start|>"), *tok.encode("6*7"), tok.special("<|python_end|>"),
+            *tok.encode(" so 42."), tok.special("<|im_end|>")]
+    fed = scripted(engine, req, plan)
+    events = list(engine.run())
+    output = [tok.special("<|output_start|>"), *tok.encode("42"), tok.special("<|output_end|>")]
+    at = req.tokens.index(output[0])
+    assert req.tokens[at : at + len(output)] == output and req.mask[at : at + len(output)] == [0] * len(output)
+    assert sum(req.mask) == len(plan) - 1  # everything but the stop token was sampled; the output was forced
+    assert fed[-len(output) - len(tok.encode(" so 42.")) :][: len(output)] == output  # the model saw the output
+    assert any(e.forced and "42" in e.text for e in events) and req.stats.tool_calls == 1
+    sep = [tok.special("<|im_start|>"), *tok.encode("assistant"), tok.special("<|im_sep|>")]
+    parts = parse(tok, [*sep, *req.tokens, tok.special("<|im_end|>")])[0]["content"]
+    assert [p["type"] for p in parts] == ["python", "output", "text"] and parts[1]["text"] == "42"
+
+
+def test_tool_loop_search_and_disabled_tools(model, tok):
+    class FakeSearch:
+        def search(self, query, k):
+            from chatforge.infer.search import Passage
+            return [Passage("doc-7", "", f"found {query}", 1.0)]
+
+    plan = [tok.special("<|search_start|>"), *tok.encode("fox"), tok.special("<|search_end|>"),
+            tok.special("<|im_end|>")]
+    for tools, expect in ((Tools(search=FakeSearch()), "(doc-7) found fox"), (Tools(), "Error: the search")):
+        engine = Engine(model, tok, tools=tools)
+        req = engine.submit([1], SamplingParams(max_tokens=20, temperature=0, stop_ids=(tok.special("<|im_end|>"),)))
+        scripted(engine, req, plan)
+        list(engine.run())
+        assert expect in req.text and req.stats.tool_calls == 1
+        # the long error message was cut to fit the 32-token context, its closing marker kept
+        assert len(req.prompt) + len(req.tokens) <= CFG.seq_len and req.text.endswith("<|output_end|>")
+
+
+def test_stream_text_never_splits_a_character(model, tok):
+    text = "東京 🙂 café"
+    plan = tok.encode(text)
+    assert len(plan) > len(text)  # multi-byte characters really are split across byte tokens
+    engine = Engine(model, tok)
+    req = engine.submit([1], SamplingParams(max_tokens=len(plan), temperature=0))
+    scripted(engine, req, plan)
+    pieces = [e.text for e in engine.run()]
+    assert "".join(pieces) == text == req.text and all("\ufffd" not in p for p in pieces)
+
+
 @pytest.mark.parametrize("prompt,kw,msg", [
     ([], {}, "empty"),
     (list(range(40)), {}, "context"),
-    ([1], {"temperature": -1.0}, ">= 0"),
+    ([1, 999], {}, "outside the vocabulary"),
+    ([1], {"temperature": -1.0}, "temperature"),
+    ([1], {"top_p": 0.0}, "top_p"),
+    ([1], {"min_p": 1.0}, "min_p"),
+    ([1], {"max_tokens": 0}, "max_tokens"),
+    ([1], {"repetition_penalty": 0}, "repetition_penalty"),
+    ([1], {"stop": ("",)}, "stop"),
+    ([1], {"top_k": "many"}, "bad sampling value"),
 ])
 def test_bad_requests_are_clear_errors(model, prompt, kw, msg):
     with pytest.raises(ValueError, match=msg):
-        list(generate(model, prompt, 5, **kw))
+        Engine(model).submit(prompt, SamplingParams(**kw))
 
 
-def test_stream_text_never_splits_a_character():
-    tok = train_tokenizer(["plain ascii text only, the quick brown fox jumps over the lazy dog " * 50], 280)
-    text = "東京 🙂 café"
-    ids = tok.encode(text)
-    assert len(ids) > len(text)  # multi-byte characters really are split across byte tokens
-    pieces = list(tok.decode_stream(iter(ids)))
-    assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+def test_unknown_sampling_parameters_are_named():
+    with pytest.raises(ValueError, match="unknown sampling parameter.*topk"):
+        SamplingParams.from_dict({"topk": 3})
+    assert SamplingParams.from_dict({"top_k": 3, "stop": "\n"}).stop == ("\n",)
