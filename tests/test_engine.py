@@ -227,3 +227,48 @@ def test_unknown_sampling_parameters_are_named():
     with pytest.raises(ValueError, match="unknown sampling parameter.*topk"):
         SamplingParams.from_dict({"topk": 3})
     assert SamplingParams.from_dict({"top_k": 3, "stop": "\n"}).stop == ("\n",)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, model, tok):
+    from chatforge.model.checkpoint import save_checkpoint
+
+    run = tmp_path_factory.mktemp("runs") / "r"
+    tok.save(run / "tokenizer")
+    save_checkpoint(run / "base", model)
+    return run
+
+
+def test_generate_command(tiny_run, tmp_path):
+    from conftest import chatforge
+
+    one = chatforge("generate", "--run", str(tiny_run), "the quick", "--temperature", "0", "--max-tokens", "5")
+    (tmp_path / "prompt.txt").write_text("the quick")
+    again = chatforge("generate", "--run", str(tiny_run), "--file", str(tmp_path / "prompt.txt"), "--temperature",
+                      "0", "--max-tokens", "5")
+    assert one.stdout == again.stdout and one.stdout.strip()
+    many = chatforge("generate", "--run", str(tiny_run), "a stitch", "-n", "3", "--max-tokens", "4", "--seed", "1")
+    assert many.stdout.count("--- sample") == 3
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--file", "/nonexistent.txt"], "No such file"),
+    ([""], "the prompt is empty"),
+    (["x", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["x" * 200], "the model's context is 32"),
+])
+def test_generate_bad_input_is_one_line(tiny_run, args, msg):
+    from conftest import chatforge
+
+    out = chatforge("generate", "--run", str(tiny_run), *args, check=False)
+    assert out.returncode == 1 and msg in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_chat_commands_change_settings_and_bad_values_are_refused(tiny_run):
+    from conftest import chatforge
+
+    script = "/temperature 0\n/top_p 5\n/max_tokens 4\nhello\n/system be brief\n/bogus 1\n/settings\n/quit\n"
+    out = chatforge("chat", "--run", str(tiny_run), input=script)
+    assert "tools: python" in out.stdout and "[top_p must be in (0, 1], got 5.0]" in out.stdout
+    assert "[system prompt set; new conversation]" in out.stdout and "unknown command /bogus" in out.stdout
+    assert "'temperature': 0.0" in out.stdout and "'max_tokens': 4" in out.stdout and "tokens/s" in out.stdout
