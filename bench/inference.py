@@ -1,0 +1,128 @@
+"""Decode speed of the engine against HF transformers `generate` on the same weights, and batching.
+
+    .venv/bin/python bench/inference.py [--run runs/tiny] [--quick]
+
+Figures (greedy, one thread unless --threads):
+  decode tokens/s at batch 1, as (N - 1) / (time for N new tokens - time for 1), so prefill and
+  start-up cancel out, for: the engine; HF `generate` (the weights loaded into Qwen3ForCausalLM /
+  LlamaForCausalLM via chatforge/export/hf.py); and the model's own KV-cache loop (GPT.forward with
+  model/gpt.py's KVCache, what the engine replaced) as a second anchor.
+  aggregate tokens/s with 16 concurrent requests (16 different prompts through the engine's
+  continuous batching) vs the same requests one at a time, end to end.
+  llama.cpp f32: null until the GGUF export exists.
+The anchors run interleaved with ours, `--repeats` times; medians are reported with the load average.
+The last line is one JSON object.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from chatforge.config import make_config  # noqa: E402
+from chatforge.export.hf import to_hf_model  # noqa: E402
+from chatforge.infer.engine import Engine, SamplingParams  # noqa: E402
+from chatforge.model.checkpoint import load_model  # noqa: E402
+from chatforge.model.gpt import GPT, KVCache  # noqa: E402
+
+
+def load(run: str | None, stage: str) -> tuple[GPT, str]:
+    if run and (Path(run) / stage / "model.safetensors").exists():
+        return load_model(Path(run) / stage).eval(), f"{run}/{stage}"
+    torch.manual_seed(0)  # speed does not depend on what the weights say: the tiny preset's shapes
+    return GPT(make_config("tiny").model).eval(), "random init, tiny preset shapes"
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ours(engine: Engine, prompts: list[list[int]], n: int) -> int:
+    reqs = engine.generate(prompts, SamplingParams(max_tokens=n, temperature=0))
+    return sum(r.stats.new_tokens for r in reqs)
+
+
+@torch.no_grad()
+def kv_loop(model: GPT, prompt: list[int], n: int) -> None:
+    cache = KVCache(model.cfg, 1, len(prompt) + n)
+    logits = model(torch.tensor([prompt]), cache=cache)[0, -1]
+    for _ in range(n - 1):
+        logits = model(logits.argmax().view(1, 1), cache=cache)[0, -1]
+
+
+@torch.no_grad()
+def hf_generate(hf, prompt: list[int], n: int) -> None:
+    hf.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+
+def decode_rate(fn, n: int) -> float:
+    """(n - 1) new tokens per second once the first one is out."""
+    return (n - 1) / max(timed(lambda: fn(n)) - timed(lambda: fn(1)), 1e-9)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="runs/tiny", help="run directory whose weights to use (else random init)")
+    ap.add_argument("--stage", default="base")
+    ap.add_argument("--tokens", type=int, default=200, help="new tokens per request")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="64 tokens, 2 repeats (< 2 minutes)")
+    args = ap.parse_args()
+    if args.quick:
+        args.tokens, args.repeats = 64, 2
+    torch.set_num_threads(args.threads)
+    model, source = load(args.run, args.stage)
+    n = min(args.tokens, model.cfg.seq_len - 40)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, model.cfg.vocab_size, (8 + 2 * i,), generator=g).tolist() for i in range(16)]
+    prompt = prompts[4]  # 16 tokens
+    engine = Engine(model, max_batch=16)
+    hf = to_hf_model(model)
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    print(f"weights: {source}, {model.num_params() / 1e6:.2f}M parameters; {n} new tokens; {args.threads} thread(s); "
+          f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    ours(engine, [prompt], 8), hf_generate(hf, prompt, 8), kv_loop(model, prompt, 8)  # warm-up
+    rates: dict[str, list[float]] = {"engine": [], "hf": [], "kv_loop": [], "batch1": [], "batch16": []}
+    for r in range(args.repeats):
+        rates["engine"].append(decode_rate(lambda k: ours(engine, [prompt], k), n))
+        rates["hf"].append(decode_rate(lambda k: hf_generate(hf, prompt, k), n))
+        rates["kv_loop"].append(decode_rate(lambda k: kv_loop(model, prompt, k), n))
+        t0 = time.perf_counter()
+        done = sum(ours(engine, [p], n) for p in prompts)  # the 16 requests one after another
+        rates["batch1"].append(done / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        done = ours(engine, prompts, n)  # the same 16 together
+        rates["batch16"].append(done / (time.perf_counter() - t0))
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " tok/s", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    result = {
+        "engine_decode_tok_s": round(med["engine"], 1),
+        "hf_generate_decode_tok_s": round(med["hf"], 1),
+        "kv_loop_decode_tok_s": round(med["kv_loop"], 1),
+        "decode_vs_hf": round(med["engine"] / med["hf"], 2),
+        "decode_vs_kv_loop": round(med["engine"] / med["kv_loop"], 2),
+        "decode_vs_llamacpp_f32": None,  # no GGUF export yet
+        "batch1_tok_s": round(med["batch1"], 1),
+        "batch16_tok_s": round(med["batch16"], 1),
+        "batch16_vs_batch1": round(med["batch16"] / med["batch1"], 2),
+        "params_m": round(model.num_params() / 1e6, 2),
+        "new_tokens": n,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
