@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=200, help="new tokens per request")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd engine (~40 s to compile)")
     ap.add_argument("--quick", action="store_true", help="64 tokens, 2 repeats (< 2 minutes)")
     args = ap.parse_args()
     if args.quick:
@@ -86,15 +87,19 @@ def main() -> None:
     prompts = [torch.randint(0, model.cfg.vocab_size, (8 + 2 * i,), generator=g).tolist() for i in range(16)]
     prompt = prompts[4]  # 16 tokens
     engine = Engine(model, max_batch=16)
+    compiled = Engine(model, max_batch=16, compile=not args.no_compile)
     hf = to_hf_model(model)
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
     print(f"weights: {source}, {model.num_params() / 1e6:.2f}M parameters; {n} new tokens; {args.threads} thread(s); "
           f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     ours(engine, [prompt], 8), hf_generate(hf, prompt, 8), kv_loop(model, prompt, 8)  # warm-up
-    rates: dict[str, list[float]] = {"engine": [], "hf": [], "kv_loop": [], "batch1": [], "batch16": []}
+    compile_s = timed(lambda: (ours(compiled, [prompt], 8), ours(compiled, prompts[:2], 8)))  # batch 1 and n
+    rates: dict[str, list[float]] = {"engine": [], "compiled": [], "hf": [], "kv_loop": [], "batch1": [],
+                                     "batch16": []}
     for r in range(args.repeats):
         rates["engine"].append(decode_rate(lambda k: ours(engine, [prompt], k), n))
+        rates["compiled"].append(decode_rate(lambda k: ours(compiled, [prompt], k), n))
         rates["hf"].append(decode_rate(lambda k: hf_generate(hf, prompt, k), n))
         rates["kv_loop"].append(decode_rate(lambda k: kv_loop(model, prompt, k), n))
         t0 = time.perf_counter()
@@ -103,18 +108,25 @@ def main() -> None:
         t0 = time.perf_counter()
         done = ours(engine, prompts, n)  # the same 16 together
         rates["batch16"].append(done / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        done = ours(compiled, prompts, n)
+        rates.setdefault("batch16_compiled", []).append(done / (time.perf_counter() - t0))
         print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " tok/s", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
         "engine_decode_tok_s": round(med["engine"], 1),
+        "engine_compiled_decode_tok_s": round(med["compiled"], 1),
+        "compile_s": round(compile_s, 1),
         "hf_generate_decode_tok_s": round(med["hf"], 1),
         "kv_loop_decode_tok_s": round(med["kv_loop"], 1),
         "decode_vs_hf": round(med["engine"] / med["hf"], 2),
         "decode_vs_kv_loop": round(med["engine"] / med["kv_loop"], 2),
+        "compiled_decode_vs_hf": round(med["compiled"] / med["hf"], 2),
         "decode_vs_llamacpp_f32": None,  # no GGUF export yet
         "batch1_tok_s": round(med["batch1"], 1),
         "batch16_tok_s": round(med["batch16"], 1),
         "batch16_vs_batch1": round(med["batch16"] / med["batch1"], 2),
+        "batch16_compiled_tok_s": round(med["batch16_compiled"], 1),
         "params_m": round(model.num_params() / 1e6, 2),
         "new_tokens": n,
         "repeats": args.repeats,

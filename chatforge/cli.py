@@ -147,7 +147,7 @@ def cmd_chat(args, overrides) -> None:
     if args.prompt is None:
         enabled = [name for name, on in (("python", tools.python), ("search", tools.search)) if on]
         print(f"chatforge chat: {stage} model from {run}; tools: {', '.join(enabled) or 'none'}")
-    chat_loop(Engine(model, tok, max_batch=1, tools=tools), args.prompt, args.system, params)
+    chat_loop(Engine(model, tok, max_batch=1, tools=tools, compile=args.compile), args.prompt, args.system, params)
 
 
 def cmd_generate(args, overrides) -> None:
@@ -163,7 +163,7 @@ def cmd_generate(args, overrides) -> None:
         raise ValueError(f"-n must be >= 1 (got {args.n})")
     params = sampling_params(args)
     model, tok, _ = load_chat_model(Path(args.run or "runs/tiny"), args.stage)
-    engine = Engine(model, tok, max_batch=min(args.n, 16))
+    engine = Engine(model, tok, max_batch=min(args.n, 16), compile=args.compile)
     if args.n == 1:
         complete(engine, prompt, params, out=sys.stdout)
         print()
@@ -220,6 +220,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step: ~1.7x tokens/s after ~10-20 s of compiling")
 
 
 def build_parser() -> argparse.ArgumentParser:
