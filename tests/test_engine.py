@@ -149,7 +149,7 @@ def scripted(engine, req, plan):
     whatever the context (tool outputs included); records every token fed in."""
     fed = []
 
-    def forward(tokens, row, pos, span):
+    def forward(tokens, row, pos, span, last=None):
         fed.extend(tokens.flatten().tolist())
         logits = torch.full((tokens.size(0), CFG.vocab_size), -1e9)
         logits[:, plan[min(sum(req.mask), len(plan) - 1)]] = 0

@@ -190,14 +190,17 @@ class Engine:
     def step(self) -> list[Event]:
         """Admit waiting requests into free rows (prefill), sample one token for every running
         request, run tools, then decode all the rows that continue in one batched forward pass."""
-        while self.waiting and len(self.running) < self.max_batch:
+        admitted = []
+        while self.waiting and len(self.running) + len(admitted) < self.max_batch:
             req = self.waiting.popleft()
-            req.row = len(self.running)
+            req.row = len(self.running) + len(admitted)
             if req.params.repetition_penalty != 1:
                 self.seen[req.row] = False
                 self.seen[req.row, req.prompt] = True
-            self.logits[req.row] = self._prefill(req, req.prompt)
-            self.running.append(req)
+            admitted.append(req)
+        if admitted:
+            self._prefill_prompts(admitted)
+            self.running += admitted
         if not self.running:
             return []
         events = []
@@ -333,22 +336,37 @@ class Engine:
                 r.row = i
         self.running = keep
 
+    def _prefill_prompts(self, reqs: list[Request]) -> None:
+        """The prompts of newly admitted requests (consecutive rows) in one forward pass, right-padded
+        to the longest: a pad sits past its row's length, where no query of that row looks (the mask)
+        until the row's own next token overwrites it."""
+        T = max(len(r.prompt) for r in reqs)
+        tokens = torch.tensor([r.prompt + [0] * (T - len(r.prompt)) for r in reqs], device=self.device)
+        last = torch.tensor([len(r.prompt) - 1 for r in reqs], device=self.device)
+        pos = self.arange[:T].expand(len(reqs), T)
+        self.logits[reqs[0].row : reqs[0].row + len(reqs)] = self._forward(tokens, reqs[0].row, pos, T, last)
+        for r in reqs:
+            r.pos = len(r.prompt)
+
     def _prefill(self, req: Request, ids: list[int]) -> torch.Tensor:
         pos = req.pos + self.arange[None, : len(ids)]
         logits = self._forward(torch.tensor([ids], device=self.device), req.row, pos, req.pos + len(ids))[0]
         req.pos += len(ids)
         return logits
 
-    def _forward(self, tokens: torch.Tensor, row: int, pos: torch.Tensor, span: int) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, row: int, pos: torch.Tensor, span: int,
+                 last: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits (n, V) after tokens (n, T) written at positions pos (n, T) of cache rows
-        row..row+n-1, attending to the first `span` positions. Per-row positions are what let requests
-        of different lengths share a batch. The math is GPT.forward's on the packed weights; tests
-        hold the two to the same logits."""
+        row..row+n-1, attending to the first `span` positions; taken at column T-1, or last[i] per row.
+        Per-row positions are what let requests of different lengths share a batch. The math is
+        GPT.forward's on the packed weights; tests hold the two to the same logits."""
         m, cfg = self.model, self.model.cfg
         n, T = tokens.shape
         H, KV, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         cos, sin = m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
-        mask = (self.arange[:span] <= pos[..., None]).unsqueeze(1)  # (n, 1, T, span): causal, own length only
+        # (n, 1, T, span): causal, and blind past each row's own length. Additive, not boolean: SDPA's
+        # CPU kernel runs 1.3-2x faster with a float mask at these shapes.
+        mask = torch.where(self.arange[:span] <= pos[..., None], 0.0, float("-inf")).unsqueeze(1).to(self.k[0].dtype)
         rows = row + torch.arange(n, device=self.device)[:, None]
         x = m.embed_tokens(tokens)
         for i, (block, w) in enumerate(zip(m.layers, self.packed, strict=True)):
@@ -365,7 +383,8 @@ class Engine:
             x = x + y.transpose(1, 2).reshape(n, T, H * D) @ w["o"]
             gate, up = (block.post_attention_layernorm(x) @ w["gate_up"]).chunk(2, -1)
             x = x + (F.silu(gate) * up) @ w["down"]
-        return (m.norm(x[:, -1]) @ self.head).float()
+        x = x[:, -1] if last is None else x[torch.arange(n, device=self.device), last]
+        return (m.norm(x) @ self.head).float()
 
 
 def pack_weights(model: GPT) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
