@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -133,10 +134,12 @@ def run_steps(doc: Document, steps: list[tuple[str, Callable]], stats: dict) -> 
     """Runs `doc` through the steps, counting docs and bytes in/out per step; (step, reason) if dropped."""
     for name, step in steps:
         s = stats["steps"].setdefault(name, {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0,
-                                             "dropped": {}})
+                                             "dropped": {}, "seconds": 0.0})
         s["docs_in"] += 1
         s["bytes_in"] += nbytes(doc.text if doc.html is None else doc.html)
+        t0 = time.perf_counter()
         reason = step(doc)
+        s["seconds"] += time.perf_counter() - t0
         if reason is not None:
             bump(s["dropped"], reason)
             return name, reason
@@ -213,7 +216,9 @@ def run_local(todo: list[Shard], cfg, work: Path) -> None:
         # spawn, not fork: a forked child inherits torch's and tqdm's threads and locks
         ctx = mp.get_context("spawn")
         counter = ctx.Value("q", 0)
-        with ctx.Pool(cfg.workers, _init_worker, (cfg, work, counter), maxtasksperchild=None) as pool:
+        # A plain namespace: unpickling a DataConfig would import chatforge.config, and with it torch (3 s a worker)
+        plain = SimpleNamespace(**asdict(cfg))
+        with ctx.Pool(cfg.workers, _init_worker, (plain, work, counter)) as pool:
             result = pool.map_async(_run_in_worker, todo, chunksize=1)
             while not result.ready():
                 result.wait(0.5)
@@ -275,9 +280,10 @@ def merge_stats(parts: list[dict]) -> dict:
             bump(out["pii_replaced"], k, v)
         for name, s in p["steps"].items():
             t = out["steps"].setdefault(name, {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0,
-                                               "dropped": {}})
-            for k in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
+                                               "dropped": {}, "seconds": 0.0})
+            for k in ("docs_in", "docs_out", "bytes_in", "bytes_out", "seconds"):
                 t[k] += s[k]
+            t["seconds"] = round(t["seconds"], 3)
             for k, v in s["dropped"].items():
                 bump(t["dropped"], k, v)
     return out
@@ -285,6 +291,7 @@ def merge_stats(parts: list[dict]) -> dict:
 
 def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool, stats: dict) -> dict:
     """Dedup across shards, then the kept documents in input order → {train,val}/part-*.parquet."""
+    t0 = time.perf_counter()
     tables = [pq.read_table(work / f"{s.index:05d}.parquet") for s in shards]
     n = sum(t.num_rows for t in tables)
     reasons: list[str | None] = [None] * n
@@ -295,7 +302,7 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     for old in out_dir.glob("*/part-*.parquet"):  # a redo must not leave parts of an earlier run behind
         old.unlink()
     writers = {split: PartWriter(out_dir / split, cfg.docs_per_part) for split in ("train", "val")}
-    d = {"docs_in": n, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {}}
+    d = {"docs_in": n, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {}, "seconds": 0.0}
     dropped: list[dict] = []
     i = 0
     for t in tables:
@@ -313,6 +320,7 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     for w in writers.values():
         w.flush()
     if use_dedup:
+        d["seconds"] = round(time.perf_counter() - t0, 3)
         stats["steps"]["dedup"] = d
         if cfg.keep_dropped:
             _write_parquet(dropped, DROPPED_SCHEMA, work / "dropped" / "dedup.parquet")
@@ -385,11 +393,11 @@ def inspect(data_dir: Path, samples: int = 3, seed: int = 0, width: int = 300) -
     if not path.exists():
         raise FileNotFoundError(f"no {path}: run `chatforge data` first")
     stats = json.loads(path.read_text())
-    lines = [f"{'step':<20}{'docs in':>10}{'docs out':>10}{'kept %':>8}{'MB in':>9}{'MB out':>9}"]
+    lines = [f"{'step':<20}{'docs in':>10}{'docs out':>10}{'kept %':>8}{'MB in':>9}{'MB out':>9}{'cpu s':>8}"]
     for name, s in stats["steps"].items():
         pct = 100 * s["docs_out"] / max(1, s["docs_in"])
         lines.append(f"{name:<20}{s['docs_in']:>10}{s['docs_out']:>10}{pct:>7.1f}%"
-                     f"{s['bytes_in'] / 1e6:>9.2f}{s['bytes_out'] / 1e6:>9.2f}")
+                     f"{s['bytes_in'] / 1e6:>9.2f}{s['bytes_out'] / 1e6:>9.2f}{s.get('seconds', 0):>8.1f}")
         for reason, k in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
             lines.append(f"    {reason:<36}{k:>8}")
     if stats["read"]:

@@ -99,7 +99,9 @@ def read_warc(path: Path, stats: dict) -> Iterator[Document]:
                 content_type = None
                 if record.rec_type == "response":
                     content_type = record.http_headers.get_header("Content-Type") if record.http_headers else None
-                    if not content_type or content_type.split(";")[0].strip().lower() not in HTML_TYPES:
+                    # Common Crawl's sniffed type first: servers mislabel, and binaries often say text/html
+                    mime = record.rec_headers.get_header("WARC-Identified-Payload-Type") or content_type or ""
+                    if mime.split(";")[0].strip().lower() not in HTML_TYPES:
                         bump(stats, "read_not_html")
                         continue
                 raw = record.content_stream().read(MAX_DOC_BYTES + 1)
@@ -251,4 +253,6 @@ def write_warc(path: Path, pages: list[tuple[str, bytes, str]]) -> None:
         writer = WARCWriter(f, gzip=True)
         for url, body, content_type in pages:
             http = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=BytesIO(body), http_headers=http))
+            mime = {"WARC-Identified-Payload-Type": content_type.split(";")[0].strip()}
+            writer.write_record(writer.create_warc_record(url, "response", payload=BytesIO(body), http_headers=http,
+                                                          warc_headers_dict=mime))
