@@ -275,7 +275,7 @@ def test_tokenizer_stage_on_empty_or_tiny_corpus_names_the_directory(tmp_path, d
     from conftest import chatforge
 
     run = tmp_path / "run"
-    chatforge("data", "--preset", "micro", "--run", str(run))
+    chatforge("data", "--preset", "micro", "--run", str(run), "--data.max_docs=20")
     for part in (run / "data" / "train").glob("part-*.parquet"):
         part.unlink()
     pq.write_table(pa.table({"text": pa.array(docs, pa.string())}), run / "data" / "train" / "part-00000.parquet")
