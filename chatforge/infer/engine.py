@@ -289,12 +289,11 @@ class Engine:
         opened = max((i for i, t in enumerate(req.tokens) if t == start), default=None)
         if opened is None:
             return []  # a closing token without its opening one: plain text, nothing to run
-        call = self.tok.decode(req.tokens[opened + 1 : -1])
-        result = self.tools.run(name, call)
-        req.stats.tool_calls += 1
         room = self.max_len - len(req.prompt) - len(req.tokens) - 3  # markers + a position to sample into
         if room < 0:
             return []
+        result = self.tools.run(name, self.tok.decode(req.tokens[opened + 1 : -1]))
+        req.stats.tool_calls += 1
         out_start, out_end = self.tok.special("<|output_start|>"), self.tok.special("<|output_end|>")
         return [out_start, *self.tok.encode(result)[:room], out_end]
 
