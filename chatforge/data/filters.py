@@ -253,7 +253,7 @@ STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 def gopher_quality(doc: Document) -> str | None:
     text = doc.text
     ws = words(text)
-    real = [w for w in ws if w[0].isalnum() or w[0] == "_"]  # not a punctuation run
+    real = [w for w in ws if any(c.isalnum() for c in w)]  # not punctuation only
     if len(real) < 50:
         return "gopher_short_doc"
     if len(real) > 100_000:
