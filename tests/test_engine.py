@@ -40,6 +40,17 @@ def test_greedy_matches_full_recompute(model):
     assert list(generate(model, [1, 2, 3], max_new_tokens=10, temperature=0)) == full_greedy(model, [1, 2, 3], 10)
 
 
+def test_llama_style_model_without_qk_norm_and_with_full_heads():
+    torch.manual_seed(1)
+    m = GPT(GPTConfig(vocab_size=300, seq_len=32, n_layer=2, n_embd=32, n_head=2, n_kv_head=2, qk_norm=False))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    m.eval()
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    assert [r.tokens for r in Engine(m).generate(prompts, GREEDY)] == [full_greedy(m, p, 10) for p in prompts]
+
+
 def test_kv_cache_logits_equal_full_recompute(model):
     """Logprobs come from the cached decode path; recomputing the whole sequence must agree."""
     engine = Engine(model, max_batch=4)

@@ -361,43 +361,49 @@ class Engine:
         GPT.forward's on the packed weights; tests hold the two to the same logits."""
         m, cfg = self.model, self.model.cfg
         n, T = tokens.shape
-        H, KV, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        H, KV, D, E, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd, cfg.norm_eps
         cos, sin = m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
         # (n, 1, T, span): causal, and blind past each row's own length. Additive, not boolean: SDPA's
         # CPU kernel runs 1.3-2x faster with a float mask at these shapes.
         mask = torch.where(self.arange[:span] <= pos[..., None], 0.0, float("-inf")).unsqueeze(1).to(self.k[0].dtype)
         rows = row + torch.arange(n, device=self.device)[:, None]
         x = m.embed_tokens(tokens)
-        for i, (block, w) in enumerate(zip(m.layers, self.packed, strict=True)):
-            attn = block.self_attn
-            q, k, v = (block.input_layernorm(x) @ w["qkv"]).split([H * D, KV * D, KV * D], -1)
-            q, k = q.view(n, T, H, D), k.view(n, T, KV, D)
+        for i, w in enumerate(self.packed):
+            # queries and keys side by side (H + KV heads): one norm and one RoPE for both
+            qk, v = (F.rms_norm(x, (E,), w["norm1"], eps) @ w["qkv"]).split([(H + KV) * D, KV * D], -1)
+            qk = qk.view(n, T, H + KV, D)
             if cfg.qk_norm:
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
+                qk = F.rms_norm(qk, (D,), eps=eps) * w["qk_norm"]
+            q, k = apply_rope(qk.transpose(1, 2), cos, sin).split([H, KV], 1)
             self.k[i][rows, :, pos] = k.transpose(1, 2)
             self.v[i][rows, :, pos] = v.view(n, T, KV, D)
             keys, values = self.k[i][row : row + n, :, :span], self.v[i][row : row + n, :, :span]
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
             x = x + y.transpose(1, 2).reshape(n, T, H * D) @ w["o"]
-            gate, up = (block.post_attention_layernorm(x) @ w["gate_up"]).chunk(2, -1)
+            gate, up = (F.rms_norm(x, (E,), w["norm2"], eps) @ w["gate_up"]).chunk(2, -1)
             x = x + (F.silu(gate) * up) @ w["down"]
         x = x[:, -1] if last is None else x[torch.arange(n, device=self.device), last]
-        return (m.norm(x) @ self.head).float()
+        return (F.rms_norm(x, (E,), m.norm.weight, eps) @ self.head).float()
 
 
 def pack_weights(model: GPT) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
     """Per layer: q/k/v fused into one matrix, gate/up into another, all stored transposed (in, out);
-    and the transposed head. At batch 1 the step is a chain of matrix-vector products, and this cuts
-    it from 7 to 4 per layer in a layout that multiplies faster: 1.3-1.5x decode tokens/s measured
-    (tiny preset, 1 thread; docs/benchmarks.md). A snapshot: build a new Engine after changing weights."""
-    layers = []
+    the q and k norm weights side by side per head; and the transposed head. At batch 1 a step is a
+    chain of small ops bound by per-op overhead: fusing cuts the matrix products from 7 to 4 per
+    layer and the norm + RoPE calls from 4 to 2, measured 1.3-1.5x and another 1.1x decode tokens/s
+    (tiny preset, 1 thread). A snapshot: build a new Engine after changing the model's weights."""
+    cfg, layers = model.cfg, []
     for block in model.layers:
         a, mlp = block.self_attn, block.mlp
-        layers.append({"qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous(),
-                       "o": a.o_proj.weight.t().contiguous(),
-                       "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
-                       "down": mlp.down_proj.weight.t().contiguous()})
+        w = {"qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous(),
+             "o": a.o_proj.weight.t().contiguous(),
+             "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
+             "down": mlp.down_proj.weight.t().contiguous(),
+             "norm1": block.input_layernorm.weight, "norm2": block.post_attention_layernorm.weight}
+        if cfg.qk_norm:
+            w["qk_norm"] = torch.cat([a.q_norm.weight.expand(cfg.n_head, -1),
+                                      a.k_norm.weight.expand(cfg.n_kv_head, -1)])
+        layers.append(w)
     return layers, model.lm_head.weight.t().contiguous()
 
 
