@@ -10,7 +10,8 @@ Figures (greedy, one thread unless --threads):
   aggregate tokens/s with 16 concurrent requests (16 different prompts through the engine's
   continuous batching) vs the same requests one at a time, end to end.
   llama.cpp f32: null until the GGUF export exists.
-The anchors run interleaved with ours, `--repeats` times; medians are reported with the load average.
+The anchors run interleaved with ours, `--repeats` times; rates are medians, ratios the median of
+the per-repeat ratios (the machine is shared: load drifts between repeats), with the load average.
 The last line is one JSON object.
 """
 
@@ -113,19 +114,23 @@ def main() -> None:
         rates.setdefault("batch16_compiled", []).append(done / (time.perf_counter() - t0))
         print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " tok/s", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rates.items()}
+
+    def ratio(a: str, b: str) -> float:  # per repeat, so both sides ran under the same load, then the median
+        return round(statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True)), 2)
+
     result = {
         "engine_decode_tok_s": round(med["engine"], 1),
         "engine_compiled_decode_tok_s": round(med["compiled"], 1),
         "compile_s": round(compile_s, 1),
         "hf_generate_decode_tok_s": round(med["hf"], 1),
         "kv_loop_decode_tok_s": round(med["kv_loop"], 1),
-        "decode_vs_hf": round(med["engine"] / med["hf"], 2),
-        "decode_vs_kv_loop": round(med["engine"] / med["kv_loop"], 2),
-        "compiled_decode_vs_hf": round(med["compiled"] / med["hf"], 2),
+        "decode_vs_hf": ratio("engine", "hf"),
+        "decode_vs_kv_loop": ratio("engine", "kv_loop"),
+        "compiled_decode_vs_hf": ratio("compiled", "hf"),
         "decode_vs_llamacpp_f32": None,  # no GGUF export yet
         "batch1_tok_s": round(med["batch1"], 1),
         "batch16_tok_s": round(med["batch16"], 1),
-        "batch16_vs_batch1": round(med["batch16"] / med["batch1"], 2),
+        "batch16_vs_batch1": ratio("batch16", "batch1"),
         "batch16_compiled_tok_s": round(med["batch16_compiled"], 1),
         "params_m": round(model.num_params() / 1e6, 2),
         "new_tokens": n,
