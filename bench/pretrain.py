@@ -1,12 +1,13 @@
 """chatforge's pretraining vs the classic nanoGPT recipe, on the same data, in one run.
 
 - peak: the best bf16 (n x n) matmul FLOP/s measured here, the ceiling MFU is quoted against.
-- throughput: training steps (forward, backward, clip, optimizer) of chatforge's tiny preset model
-  (Llama-style, Muon + AdamW) and of the reference, interleaved so machine load hits both alike.
-- learning speed: each trains for the same wall-clock budget on the same rows (same order, the tiny
-  preset's tokens per step), val bits per byte evaluated every `eval_every` seconds of training
-  time. The figure of merit is the time chatforge needs to reach the reference's final val bpb,
-  over the reference's time.
+- learning speed: chatforge's tiny preset model (Llama-style, Muon + AdamW) and the reference each
+  train for the same budget of training time on the same rows (same order, the tiny preset's
+  tokens per step), stepped in turn so the shared machine's load falls on both alike, each with its
+  own clock; val bits per byte every `eval_every` seconds of training time. The figure of merit is
+  the time chatforge needs to reach the reference's final val bpb, over the reference's time.
+- throughput: tokens/s and MFU of those same runs (training steps: forward, backward, clip,
+  optimizer; the first step, which compiles, and the evaluations are off the clock).
 
 The reference is written here, nanoGPT-style (read, not copied): GPT-2 blocks (LayerNorm with
 biases, GELU MLP at 4x width, fused qkv), learned positions, tied input/output embeddings, AdamW
@@ -146,29 +147,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
-    def timed_steps(self, n: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            self.train_step(0.5)
-        return n * self.data.grad_accum * self.data.batch_size * self.data.seq_len / (time.perf_counter() - t0)
-
     def val_bpb(self) -> float:
         d = self.data
         return evaluate_bpb(self.model, d.val, d.byte_lengths, d.batch_size, d.eval_tokens, "cpu", self.dtype)
 
-    def train_for(self, budget: float, eval_every: float) -> list[tuple[float, int, float]]:
-        """(training seconds, step, val bpb) points, from the start to the end of the budget."""
+    def start(self, budget: float, eval_every: float) -> None:
+        """Begin a budgeted run; `curve` collects (training seconds, step, val bpb) points."""
         self.train_step(0.0)  # compile warm-up: outside the clock (both models pay it alike)
-        curve, elapsed, next_eval = [(0.0, self.step, self.val_bpb())], 0.0, eval_every
-        while elapsed < budget:
-            t0 = time.perf_counter()
-            self.train_step(elapsed / budget)
-            elapsed += time.perf_counter() - t0
-            if elapsed >= next_eval or elapsed >= budget:
-                curve.append((round(elapsed, 2), self.step, round(self.val_bpb(), 4)))
-                next_eval += eval_every
-                print(f"  {self.name}: {elapsed:6.1f}s step {self.step:5d} val bpb {curve[-1][2]:.4f}", flush=True)
-        return curve
+        self.budget, self.eval_every, self.elapsed, self.next_eval = budget, eval_every, 0.0, eval_every
+        self.curve = [(0.0, self.step, round(self.val_bpb(), 4))]
+
+    @property
+    def done(self) -> bool:
+        return self.elapsed >= self.budget
+
+    def advance(self) -> None:
+        t0 = time.perf_counter()
+        self.train_step(self.elapsed / self.budget)
+        self.elapsed += time.perf_counter() - t0
+        if self.elapsed >= self.next_eval or self.done:
+            self.curve.append((round(self.elapsed, 2), self.step, round(self.val_bpb(), 4)))
+            self.next_eval += self.eval_every
+            print(f"  {self.name}: {self.elapsed:6.1f}s step {self.step:5d} val bpb {self.curve[-1][2]:.4f}",
+                  flush=True)
 
 
 def time_to_reach(curve: list[tuple[float, int, float]], target: float) -> float | None:
@@ -218,9 +219,13 @@ def main() -> None:
     print(f"bench/pretrain: {threads} threads, {'bf16 autocast' if dtype else 'fp32'}, compile {compile_}, "
           f"{data.grad_accum} x {data.batch_size} x {data.seq_len} tokens per step, budget {budget:.0f}s per model")
 
-    peak = max(measure_matmul_peak("cpu", dtype or torch.float32, n, repeats=3 if args.quick else 10)
-               for n in (1024, 2048))
-    print(f"measured {'bf16' if dtype else 'fp32'} matmul peak: {peak / 1e9:.0f} GFLOP/s")
+    def measured_peak() -> float:
+        peak = max(measure_matmul_peak("cpu", dtype or torch.float32, n, repeats=3 if args.quick else 10)
+                   for n in (1024, 2048))
+        print(f"measured {'bf16' if dtype else 'fp32'} matmul peak: {peak / 1e9:.0f} GFLOP/s")
+        return peak
+
+    peak = measured_peak()
 
     def chatforge_trainer() -> Trainer:
         torch.manual_seed(pc.seed)
@@ -241,29 +246,26 @@ def main() -> None:
                 g["lr"] = reference_lr(step, progress)
         return Trainer("reference", model, reference_optimizer(model, 1e-3), set_lr, data, compile_, dtype)
 
-    # Throughput: fresh models, warmed up (compile), then interleaved rounds; the best round of each.
-    steps, rounds = (3, 2) if args.quick else (15, 3)
-    contestants = [chatforge_trainer(), reference_trainer()]
-    for c in contestants:
-        c.timed_steps(2)
-    best = {c.name: 0.0 for c in contestants}
-    for _ in range(rounds):
-        for c in contestants:
-            best[c.name] = max(best[c.name], c.timed_steps(steps))
+    # Learning speed: fresh models, the same budget each, stepped in turn so that the machine's load
+    # (2 shared cores) falls on both alike; each keeps its own clock.
+    runs = [chatforge_trainer(), reference_trainer()]
+    for t in runs:
+        t.start(budget, eval_every)
+    while not all(t.done for t in runs):
+        for t in runs:
+            if not t.done:
+                t.advance()
+    peak = max(peak, measured_peak())  # before and after: the best the machine showed during the run
     out: dict = {"threads": threads, "dtype": "bf16" if dtype else "fp32", "compile": compile_,
                  "peak_gflops": round(peak / 1e9, 1)}
-    for c in contestants:
-        out[c.name] = {"params": c.model.num_params(), "layers": c.model.cfg.n_layer, "width": c.model.cfg.n_embd,
-                       "flops_per_token": c.model.flops_per_token(), "tok_s": round(best[c.name]),
-                       "mfu": round(c.model.flops_per_token() * best[c.name] / peak, 4)}
-        print(f"{c.name}: {out[c.name]}")
-
-    # Learning speed: fresh models again, the same budget each.
-    curves = {}
-    for make in (chatforge_trainer, reference_trainer):
-        t = make()
-        curves[t.name] = t.train_for(budget, eval_every)
-        out[t.name].update(final_val_bpb=curves[t.name][-1][2], steps=t.step, curve=curves[t.name])
+    curves = {t.name: t.curve for t in runs}
+    for t in runs:
+        tok_s = (t.step - 1) * data.grad_accum * data.batch_size * data.seq_len / t.elapsed
+        out[t.name] = {"params": t.model.num_params(), "layers": t.model.cfg.n_layer, "width": t.model.cfg.n_embd,
+                       "flops_per_token": t.model.flops_per_token(), "tok_s": round(tok_s),
+                       "mfu": round(t.model.flops_per_token() * tok_s / peak, 4), "steps": t.step,
+                       "final_val_bpb": t.curve[-1][2], "curve": t.curve}
+        print(f"{t.name}: {({k: v for k, v in out[t.name].items() if k != 'curve'})}")
     ref_final = curves["reference"][-1][2]
     reach = time_to_reach(curves["chatforge"], ref_final)
     out["chatforge"]["time_to_reference_bpb"] = reach and round(reach, 1)
