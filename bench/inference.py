@@ -61,7 +61,8 @@ def kv_loop(model: GPT, prompt: list[int], n: int) -> None:
 
 @torch.no_grad()
 def hf_generate(hf, prompt: list[int], n: int) -> None:
-    hf.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False)  # no eos: exactly n tokens
+    assert out.size(1) == len(prompt) + n
 
 
 def decode_rate(fn, n: int) -> float:
@@ -88,19 +89,21 @@ def main() -> None:
     prompts = [torch.randint(0, model.cfg.vocab_size, (8 + 2 * i,), generator=g).tolist() for i in range(16)]
     prompt = prompts[4]  # 16 tokens
     engine = Engine(model, max_batch=16)
-    compiled = Engine(model, max_batch=16, compile=not args.no_compile)
+    compiled = None if args.no_compile else Engine(model, max_batch=16, compile=True)
     hf = to_hf_model(model)
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
     print(f"weights: {source}, {model.num_params() / 1e6:.2f}M parameters; {n} new tokens; {args.threads} thread(s); "
           f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     ours(engine, [prompt], 8), hf_generate(hf, prompt, 8), kv_loop(model, prompt, 8)  # warm-up
-    compile_s = timed(lambda: (ours(compiled, [prompt], 8), ours(compiled, prompts[:2], 8)))  # batch 1 and n
-    rates: dict[str, list[float]] = {"engine": [], "compiled": [], "hf": [], "kv_loop": [], "batch1": [],
-                                     "batch16": []}
+    compile_s = timed(lambda: (ours(compiled, [prompt], 8), ours(compiled, prompts[:2], 8))) if compiled else None
+    rates: dict[str, list[float]] = {"engine": [], "hf": [], "kv_loop": [], "batch1": [], "batch16": []}
+    if compiled:
+        rates |= {"compiled": [], "batch16_compiled": []}
     for r in range(args.repeats):
         rates["engine"].append(decode_rate(lambda k: ours(engine, [prompt], k), n))
-        rates["compiled"].append(decode_rate(lambda k: ours(compiled, [prompt], k), n))
+        if compiled:
+            rates["compiled"].append(decode_rate(lambda k: ours(compiled, [prompt], k), n))
         rates["hf"].append(decode_rate(lambda k: hf_generate(hf, prompt, k), n))
         rates["kv_loop"].append(decode_rate(lambda k: kv_loop(model, prompt, k), n))
         t0 = time.perf_counter()
@@ -109,9 +112,10 @@ def main() -> None:
         t0 = time.perf_counter()
         done = ours(engine, prompts, n)  # the same 16 together
         rates["batch16"].append(done / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        done = ours(compiled, prompts, n)
-        rates.setdefault("batch16_compiled", []).append(done / (time.perf_counter() - t0))
+        if compiled:
+            t0 = time.perf_counter()
+            done = ours(compiled, prompts, n)
+            rates["batch16_compiled"].append(done / (time.perf_counter() - t0))
         print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " tok/s", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rates.items()}
 
@@ -120,18 +124,18 @@ def main() -> None:
 
     result = {
         "engine_decode_tok_s": round(med["engine"], 1),
-        "engine_compiled_decode_tok_s": round(med["compiled"], 1),
-        "compile_s": round(compile_s, 1),
+        "engine_compiled_decode_tok_s": round(med["compiled"], 1) if compiled else None,
+        "compile_s": round(compile_s, 1) if compiled else None,
         "hf_generate_decode_tok_s": round(med["hf"], 1),
         "kv_loop_decode_tok_s": round(med["kv_loop"], 1),
         "decode_vs_hf": ratio("engine", "hf"),
         "decode_vs_kv_loop": ratio("engine", "kv_loop"),
-        "compiled_decode_vs_hf": ratio("compiled", "hf"),
+        "compiled_decode_vs_hf": ratio("compiled", "hf") if compiled else None,
         "decode_vs_llamacpp_f32": None,  # no GGUF export yet
         "batch1_tok_s": round(med["batch1"], 1),
         "batch16_tok_s": round(med["batch16"], 1),
         "batch16_vs_batch1": ratio("batch16", "batch1"),
-        "batch16_compiled_tok_s": round(med["batch16_compiled"], 1),
+        "batch16_compiled_tok_s": round(med["batch16_compiled"], 1) if compiled else None,
         "params_m": round(model.num_params() / 1e6, 2),
         "new_tokens": n,
         "repeats": args.repeats,
