@@ -347,6 +347,9 @@ def run_pipeline(cfg, out_dir: Path, resume: bool = False) -> dict:
     (work / "config.json").write_text(fingerprint)
     shards = plan_shards(cfg)
     todo = [s for s in shards if not (work / f"{s.index:05d}.stats.json").exists()]
+    # Largest shards first, so no worker is left with a big one at the end while the others idle.
+    # The output order is the shard index, whatever order they ran in.
+    todo.sort(key=lambda s: -sum(Path(f).stat().st_size for f in s.files))
     if len(todo) < len(shards):
         print(f"data: resuming, {len(shards) - len(todo)} of {len(shards)} shards already done")
     (run_ray if cfg.executor == "ray" else run_local)(todo, cfg, work)
