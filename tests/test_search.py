@@ -65,8 +65,9 @@ def searx():
         def do_GET(self):
             q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
             queries.append(q)
-            body = json.dumps({"results": [{"url": f"https://r{i}.example", "title": f"title {i}",
-                                            "content": f"about {q['q'][0]}"} for i in range(5)]}).encode()
+            results = [{"url": f"https://r{i}.example", "title": f"title {i}", "content": f"about {q['q'][0]}"}
+                       for i in range(5)]
+            body = json.dumps(results if q["q"][0] == "broken" else {"results": results}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -89,6 +90,7 @@ def test_http_backend_against_a_local_server(searx, tmp_path):
     assert queries == [{"q": ["tallest mountain"], "format": ["json"]}]
     tools = tools_for_run(tmp_path, search_url=url)  # config picks the backend: a url beats the local index
     assert tools.run("search", " everest ").startswith("[1] (https://r0.example) title 0: about everest")
+    assert tools.run("search", "broken") == 'Error: search failed: the server did not answer with {"results": [...]}'
 
 
 def test_search_server_down_is_a_tool_error_not_a_crash():

@@ -114,9 +114,13 @@ class HttpSearch:
         sep = "&" if "?" in self.url else "?"
         url = f"{self.url}{sep}{urllib.parse.urlencode({'q': query, 'format': 'json'})}"
         with urllib.request.urlopen(url, timeout=self.timeout) as response:
-            results = json.load(response).get("results", [])
-        return [Passage(r.get("url", ""), r.get("url", ""), f"{r.get('title', '')}: {r.get('content', '')}".strip(),
-                        float(r.get("score", 0.0))) for r in results[:k]]
+            data = json.load(response)
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise ValueError('the server did not answer with {"results": [...]}')
+        results = [r for r in results if isinstance(r, dict)][:k]
+        return [Passage(str(r.get("url", "")), str(r.get("url", "")), f"{r.get('title', '')}: {r.get('content', '')}",
+                        float(r.get("score", 0.0))) for r in results]
 
 
 def format_results(passages: list[Passage], chars: int = 600) -> str:
