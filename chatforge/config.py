@@ -75,7 +75,7 @@ class PretrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     batch_tokens: int = 0  # >0: target tokens per optimizer step; grad_accum is derived (and DDP-independent)
     lr: float = 6e-3  # AdamW: head and norm weights (embeddings get 10x), and the matrices if matrix_lr=0
-    matrix_lr: float = 0.02  # Muon for the hidden matrices; 0 = AdamW for them too
+    matrix_lr: float = 0.02  # Muon, hidden matrices (0 = AdamW); best of 0.01/0.02/0.04 for tiny, docs/benchmarks.md
     warmup_steps: int = 20
     warmdown_frac: float = 0.3  # final fraction of training with linearly decaying LR
     weight_decay: float = 0.0
