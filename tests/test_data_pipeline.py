@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from warcio.warcwriter import WARCWriter
 
 from chatforge.config import DataConfig
 from chatforge.data.pipeline import read_parts, run_pipeline
@@ -103,6 +105,10 @@ def test_every_reader_and_bad_input(tmp_path):
                                  + "\n{not json\n")
     pq.write_table(pa.table({"text": [good[4]], "id": ["pq-1"], "url": ["https://d.example"]}), src / "d.parquet")
     (src / "e.txt").write_text(good[5])
+    with open(src / "f.warc.wet.gz", "wb") as f:  # WET: Common Crawl's extracted text, `conversion` records
+        w = WARCWriter(f, gzip=True)
+        w.write_record(w.create_warc_record("https://f.example/", "conversion", payload=BytesIO(good[0].encode()),
+                                            warc_content_type="text/plain"))
     (src / "empty.html").write_bytes(b"")
     (src / "empty.warc.gz").write_bytes(b"")
     (src / "huge.txt").write_bytes(b"word " * 10_000_000)  # a 50 MB "document"
@@ -118,6 +124,8 @@ def test_every_reader_and_bad_input(tmp_path):
     ids = {r["id"] for r in rows(tmp_path / "out")}
     assert {"jsonl-1", "pq-1", str(src / "b.html"), str(src / "e.txt")} <= ids
     assert sum(i.startswith("urn:uuid") for i in ids) >= 2  # a.warc.gz's page and cut's first record(s)
+    # the WET text of a.warc.gz's page, and cut.warc.gz's second copy of its page, are near-duplicates
+    assert stats["steps"]["dedup"]["dropped"] == {"near_duplicate": 2}
 
 
 def _cli_data(run: Path, src: Path, *extra: str) -> list[str]:
