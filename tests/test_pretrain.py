@@ -160,7 +160,8 @@ def test_init_from_continues_from_a_checkpoint(micro_run, tmp_path):
     fresh = fresh_copy(micro_run, tmp_path / "fresh")
     chatforge("pretrain", "--run", str(fresh), "--force", "--pretrain.steps=3")
     cont = fresh_copy(micro_run, tmp_path / "cont")
-    chatforge("pretrain", "--run", str(cont), "--force", "--pretrain.steps=3", f"--pretrain.init_from={micro_run / 'base'}")
+    chatforge("pretrain", "--run", str(cont), "--force", "--pretrain.steps=3",
+              f"--pretrain.init_from={micro_run / 'base'}")
     first_fresh = read_jsonl(fresh / "metrics" / "pretrain.jsonl")[0]["loss"]
     first_cont = read_jsonl(cont / "metrics" / "pretrain.jsonl")[0]["loss"]
     trained = read_jsonl(micro_run / "metrics" / "pretrain.jsonl")[-1]["loss"]
