@@ -191,6 +191,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="15 s budgets, no compile: a smoke run (< 2 minutes)")
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per model (full mode)")
     ap.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
+    ap.add_argument("--ref-lr", type=float, default=1e-3, help="the reference's peak AdamW LR (nanoGPT's: 1e-3)")
     ap.add_argument("--run", help="an existing run directory with tokenizer/ and tokens/ (default: prepare one)")
     args = ap.parse_args()
     budget = 15.0 if args.quick else args.minutes * 60
@@ -243,8 +244,8 @@ def main() -> None:
 
         def set_lr(o, step, progress):
             for g in o.param_groups:
-                g["lr"] = reference_lr(step, progress)
-        return Trainer("reference", model, reference_optimizer(model, 1e-3), set_lr, data, compile_, dtype)
+                g["lr"] = reference_lr(step, progress, args.ref_lr)
+        return Trainer("reference", model, reference_optimizer(model, args.ref_lr), set_lr, data, compile_, dtype)
 
     # Learning speed: fresh models, the same budget each, stepped in turn so that the machine's load
     # (2 shared cores) falls on both alike; each keeps its own clock.
@@ -256,7 +257,7 @@ def main() -> None:
             if not t.done:
                 t.advance()
     peak = max(peak, measured_peak())  # before and after: the best the machine showed during the run
-    out: dict = {"threads": threads, "dtype": "bf16" if dtype else "fp32", "compile": compile_,
+    out: dict = {"threads": threads, "dtype": "bf16" if dtype else "fp32", "compile": compile_, "ref_lr": args.ref_lr,
                  "peak_gflops": round(peak / 1e9, 1)}
     curves = {t.name: t.curve for t in runs}
     for t in runs:
