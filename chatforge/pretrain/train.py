@@ -206,7 +206,7 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        dt = torch.tensor(time.time() - t_last)
+        dt = torch.tensor(time.time() - t_last, device=device)  # on the device: NCCL reduces CUDA tensors only
         if world > 1:  # rank 0's clock for every rank, so the time budget stops them at the same step
             dist.broadcast(dt, src=0)
         dt = dt.item()
