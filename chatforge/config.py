@@ -66,6 +66,7 @@ class DataConfig:
 class TokenizerConfig:
     vocab_size: int = 4096  # including the 256 byte tokens and the special tokens
     workers: int = 0  # processes encoding the shards; 0 = one per CPU core
+    from_dir: str = ""  # a trained tokenizer/ to reuse instead of training (continued pretraining needs one)
 
 
 @dataclass

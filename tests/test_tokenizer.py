@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatforge.data.pipeline import read_parts
 from chatforge.tokenizer.bpe import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from chatforge.tokenizer.chat import parse, render, render_prompt
 from chatforge.tokenizer.shards import (
@@ -281,3 +282,17 @@ def test_tokenizer_stage_on_empty_or_tiny_corpus_names_the_directory(tmp_path, d
     pq.write_table(pa.table({"text": pa.array(docs, pa.string())}), run / "data" / "train" / "part-00000.parquet")
     proc = chatforge("tokenizer", "--run", str(run), check=False)
     assert proc.returncode == 1 and message in proc.stderr and str(run / "data" / "train") in proc.stderr
+
+
+def test_tokenizer_stage_can_reuse_another_runs_tokenizer(tmp_path, micro_run):
+    from conftest import chatforge
+
+    run, src = tmp_path / "run", micro_run / "tokenizer"
+    chatforge("data", "--preset", "micro", "--run", str(run), "--data.max_docs=20")
+    proc = chatforge("tokenizer", "--run", str(run), f"--tokenizer.from_dir={src}", "--tokenizer.vocab_size=1000",
+                     check=False)
+    assert proc.returncode == 1 and "--tokenizer.vocab_size=512" in proc.stderr
+    chatforge("tokenizer", "--run", str(run), f"--tokenizer.from_dir={src}", "--tokenizer.vocab_size=512")
+    assert (run / "tokenizer" / "tokenizer.tiktoken").read_bytes() == (src / "tokenizer.tiktoken").read_bytes()
+    first = next(read_parts(run / "data" / "train", ["text"]))["text"]
+    assert TokenShards(run / "tokens", "train").shards[0][1:21].tolist() == load_tokenizer(src).encode(first)[:20]

@@ -96,7 +96,8 @@ def initial_model(run, tok, device: str) -> GPT:
     ours, theirs = run.path / "tokenizer" / "tokenizer.tiktoken", src.parent / "tokenizer" / "tokenizer.tiktoken"
     if model.cfg.vocab_size != tok.vocab_size or (theirs.exists() and theirs.read_bytes() != ours.read_bytes()):
         raise ValueError(f"pretrain.init_from: {src} was trained with another tokenizer than {run.path}'s "
-                         f"(vocab {model.cfg.vocab_size} vs {tok.vocab_size}); copy its tokenizer/ into the run")
+                         f"(vocab {model.cfg.vocab_size} vs {tok.vocab_size}); redo this run's tokenizer stage with "
+                         f"--tokenizer.from_dir={src.parent / 'tokenizer'} --force")
     return model
 
 

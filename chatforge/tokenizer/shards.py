@@ -262,10 +262,16 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
     if next(texts("train"), None) is None:
         raise ValueError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
                          f"check the data stage's stats.json")
-    try:
-        tok = train_tokenizer(texts("train"), cfg.vocab_size)
-    except ValueError as e:
-        raise ValueError(f"{data_dir / 'train'}: {e}") from None
+    if cfg.from_dir:  # e.g. the tokenizer of the run whose checkpoint pretrain.init_from continues
+        tok = load_tokenizer(Path(cfg.from_dir))
+        if tok.vocab_size != cfg.vocab_size:  # the model's embedding size follows tokenizer.vocab_size
+            raise ValueError(f"{cfg.from_dir} has a vocabulary of {tok.vocab_size}; add "
+                             f"--tokenizer.vocab_size={tok.vocab_size}")
+    else:
+        try:
+            tok = train_tokenizer(texts("train"), cfg.vocab_size)
+        except ValueError as e:
+            raise ValueError(f"{data_dir / 'train'}: {e}") from None
     tok.save(run.path / "tokenizer")
     workers = cfg.workers or os.cpu_count() or 1
     out: dict = {"vocab_size": tok.vocab_size}
