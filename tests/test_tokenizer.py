@@ -265,7 +265,7 @@ def test_shards_from_two_processes_equal_one_process(tok, tmp_path, monkeypatch)
     assert one["bytes"] == sum(len(t.encode()) for t in texts)
     for a, b in zip(sorted((tmp_path / "one").iterdir()), sorted((tmp_path / "two").iterdir()), strict=True):
         assert a.name == b.name and a.read_bytes() == b.read_bytes()
-    expected = pack_documents(tok.encode_batch(texts), tok.bos_id, np.uint16)
+    expected = pack_documents([tok.encode(t) for t in texts], tok.bos_id, np.uint16)
     assert np.concatenate(TokenShards(tmp_path / "one", "train").shards).tolist() == expected.tolist()
 
 
@@ -296,3 +296,8 @@ def test_tokenizer_stage_can_reuse_another_runs_tokenizer(tmp_path, micro_run):
     assert (run / "tokenizer" / "tokenizer.tiktoken").read_bytes() == (src / "tokenizer.tiktoken").read_bytes()
     first = next(read_parts(run / "data" / "train", ["text"]))["text"]
     assert TokenShards(run / "tokens", "train").shards[0][1:21].tolist() == load_tokenizer(src).encode(first)[:20]
+
+
+def test_batch_encoding_equals_encode(tok):
+    texts = [*TRICKY, *CORPUS, "lone \ud800 surrogate"]
+    assert [a.tolist() for a in tok.encode_batch(texts, num_threads=2)] == [tok.encode(t) for t in texts]

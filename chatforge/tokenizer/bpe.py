@@ -5,8 +5,10 @@ import base64
 import codecs
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import rustbpe
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
@@ -36,8 +38,19 @@ class Tokenizer:
         """Ordinary text: strings that look like special tokens stay plain bytes (DESIGN.md §5)."""
         return self.enc.encode_ordinary(text)
 
-    def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(texts, num_threads=num_threads)
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode` as a uint32 array, built without a Python int per token (bulk encoding's speed)."""
+        try:
+            return self.enc.encode_to_numpy(text, disallowed_special=())  # nothing allowed: specials stay text
+        except UnicodeEncodeError:  # lone surrogates: encode_ordinary replaces them with U+FFFD
+            return np.array(self.enc.encode_ordinary(text), dtype=np.uint32)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[np.ndarray]:
+        """Arrays, one per text. Threads overlap because tiktoken releases the GIL while it encodes; with
+        no int lists to build under the GIL this is 1.2x tiktoken's own encode_ordinary_batch at 2
+        threads (19.5 vs 16.3 MB/s on bench/tokenizer.py's 73 MB)."""
+        with ThreadPoolExecutor(num_threads) as pool:
+            return list(pool.map(self.encode_array, texts))
 
     def special(self, name: str) -> int:
         return self.enc.encode_single_token(name)

@@ -109,7 +109,7 @@ def _encode_chunk(texts: list[str]) -> np.ndarray:
 
 
 def encode_chunk(tok: Tokenizer, texts: list[str]) -> np.ndarray:
-    return pack_documents([tok.enc.encode_ordinary(t) for t in texts], tok.bos_id, token_dtype(tok.vocab_size))
+    return pack_documents([tok.encode_array(t) for t in texts], tok.bos_id, token_dtype(tok.vocab_size))
 
 
 def _text_chunks(texts: Iterable[str], counts: dict) -> Iterator[list[str]]:
