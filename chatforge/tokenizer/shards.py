@@ -3,6 +3,7 @@ memory-mapped. Every document starts with <|endoftext|> (BOS), so windows can cr
 the model still sees where each begins."""
 
 import multiprocessing as mp
+import os
 import struct
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
+from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer, train_tokenizer
 
 MAGIC = b"CFTOKENS"
 VERSION = 1
@@ -248,10 +249,7 @@ class TokenShards:
 def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
     """The `tokenizer` stage: train BPE on the train split, then write train and val token shards.
     Seconds of work at sample scale, so an interrupted run is redone whole (`resume` is ignored)."""
-    import os
-
     from chatforge.data.pipeline import read_parts
-    from chatforge.tokenizer.bpe import train_tokenizer
 
     cfg = run.config.tokenizer
     data_dir = run.path / "data"
