@@ -7,7 +7,7 @@ from chatforge.infer.engine import Engine, GenStats, SamplingParams, generate, s
 from chatforge.infer.tools import Tools
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.tokenizer.bpe import train_tokenizer
-from chatforge.tokenizer.chat import parse
+from chatforge.tokenizer.chat import parse_reply
 
 CFG = GPTConfig(vocab_size=300, seq_len=32, n_layer=2, n_embd=32, n_head=4, n_kv_head=2)
 GREEDY = SamplingParams(max_tokens=10, temperature=0)
@@ -183,8 +183,7 @@ def test_tool_loop_runs_python_and_forces_the_output(model, tok):
     assert sum(req.mask) == len(plan) - 1  # everything but the stop token was sampled; the output was forced
     assert fed[-len(output) - len(tok.encode(" so 42.")) :][: len(output)] == output  # the model saw the output
     assert any(e.forced and "42" in e.text for e in events) and req.stats.tool_calls == 1
-    sep = [tok.special("<|im_start|>"), *tok.encode("assistant"), tok.special("<|im_sep|>")]
-    parts = parse(tok, [*sep, *req.tokens, tok.special("<|im_end|>")])[0]["content"]
+    parts = parse_reply(tok, req.tokens)
     assert [p["type"] for p in parts] == ["python", "output", "text"] and parts[1]["text"] == "42"
 
 

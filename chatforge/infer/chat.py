@@ -9,7 +9,7 @@ from chatforge.infer.engine import Engine, GenStats, SamplingParams
 from chatforge.model.checkpoint import load_model
 from chatforge.model.gpt import GPT
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
-from chatforge.tokenizer.chat import parse, render_prompt
+from chatforge.tokenizer.chat import parse_reply, render_prompt
 
 SETTINGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_tokens", "seed")
 HELP = ("commands: " + " ".join(f"/{s} VALUE" for s in SETTINGS) +
@@ -52,9 +52,8 @@ def answer(engine: Engine, messages: list[dict], params: SamplingParams, out=Non
             shade = dim and (event.forced or any(t in marks for t in event.tokens))
             out.write(f"{DIM}{event.text}{RESET}" if shade else event.text)
             out.flush()
-    sep = [tok.special("<|im_start|>"), *tok.encode("assistant"), tok.special("<|im_sep|>")]
     try:
-        content = parse(tok, [*sep, *req.tokens, tok.special("<|im_end|>")])[0]["content"]
+        content = parse_reply(tok, req.tokens)
     except ValueError:  # cut off inside a tool call: keep the text
         content = req.text
     return content, req.stats

@@ -66,10 +66,14 @@ def render(tok: Tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     return ids, mask
 
 
+def assistant_header(tok: Tokenizer) -> list[int]:
+    return [tok.special("<|im_start|>"), *tok.encode("assistant"), tok.special("<|im_sep|>")]
+
+
 def render_prompt(tok: Tokenizer, messages: list[dict]) -> list[int]:
     """Conversation so far + the opening of the assistant's turn, ready for generation."""
     ids, _ = render(tok, messages)
-    return ids + [tok.special("<|im_start|>"), *tok.encode("assistant"), tok.special("<|im_sep|>")]
+    return ids + assistant_header(tok)
 
 
 def parse(tok: Tokenizer, ids: list[int]) -> list[dict]:
@@ -108,3 +112,9 @@ def parse(tok: Tokenizer, ids: list[int]) -> list[dict]:
         messages.append({"role": role, "content": content})
         i += 1  # past <|im_end|>
     return messages
+
+
+def parse_reply(tok: Tokenizer, ids: list[int]) -> str | list[dict]:
+    """The content of the assistant turn generated after render_prompt (`ids` without <|im_end|>):
+    a string, or parts when it called a tool."""
+    return parse(tok, [*assistant_header(tok), *ids, tok.special("<|im_end|>")])[0]["content"]
