@@ -151,7 +151,8 @@ class Engine:
         self.logits = torch.zeros(max_batch, cfg.vocab_size, device=self.device)  # each row's next-token logits
         self.seen = torch.zeros(max_batch, cfg.vocab_size, dtype=torch.bool, device=self.device)  # for the penalty
         self.arange = torch.arange(self.max_len, device=self.device)
-        with torch.no_grad():
+        self.rows = torch.arange(max_batch, device=self.device)[:, None]
+        with torch.inference_mode():
             self.packed, self.head = pack_weights(model)
         # The batched decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for
         # batch 1; 15-35 s to compile on 2 CPU cores, ~8 s from Inductor's disk cache): Inductor fuses
@@ -186,7 +187,7 @@ class Engine:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self) -> list[Event]:
         """Admit waiting requests into free rows (prefill), sample one token for every running
         request, run tools, then decode all the rows that continue in one batched forward pass."""
@@ -211,7 +212,8 @@ class Engine:
             n = len(self.running)
             tokens = torch.tensor([[r.tokens[-1]] for r in self.running], device=self.device)
             pos = [r.pos for r in self.running]
-            self.logits[:n] = self.decode(tokens, 0, torch.tensor(pos, device=self.device)[:, None], max(pos) + 1)
+            at = pos[0] if n == 1 else torch.tensor(pos, device=self.device)[:, None]
+            self.logits[:n] = self.decode(tokens, 0, at, max(pos) + 1)
             for r in self.running:
                 r.pos += 1
         return events
@@ -342,69 +344,88 @@ class Engine:
         T = max(len(r.prompt) for r in reqs)
         tokens = torch.tensor([r.prompt + [0] * (T - len(r.prompt)) for r in reqs], device=self.device)
         last = torch.tensor([len(r.prompt) - 1 for r in reqs], device=self.device)
-        pos = self.arange[:T].expand(len(reqs), T)
-        self.logits[reqs[0].row : reqs[0].row + len(reqs)] = self._forward(tokens, reqs[0].row, pos, T, last)
+        self.logits[reqs[0].row : reqs[0].row + len(reqs)] = self._forward(tokens, reqs[0].row, 0, T, last)
         for r in reqs:
             r.pos = len(r.prompt)
 
     def _prefill(self, req: Request, ids: list[int]) -> torch.Tensor:
-        pos = req.pos + self.arange[None, : len(ids)]
-        logits = self._forward(torch.tensor([ids], device=self.device), req.row, pos, req.pos + len(ids))[0]
+        logits = self._forward(torch.tensor([ids], device=self.device), req.row, req.pos, req.pos + len(ids))[0]
         req.pos += len(ids)
         return logits
 
-    def _forward(self, tokens: torch.Tensor, row: int, pos: torch.Tensor, span: int,
+    def _forward(self, tokens: torch.Tensor, row: int, pos: int | torch.Tensor, span: int,
                  last: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token logits (n, V) after tokens (n, T) written at positions pos (n, T) of cache rows
-        row..row+n-1, attending to the first `span` positions; taken at column T-1, or last[i] per row.
-        Per-row positions are what let requests of different lengths share a batch. The math is
-        GPT.forward's on the packed weights; tests hold the two to the same logits."""
+        """Next-token logits (n, V) after tokens (n, T) of cache rows row..row+n-1, attending to the
+        first `span` positions; taken at column T-1, or last[i] per row. `pos` is where the tokens
+        go: an int when every row writes positions pos..pos+T-1 (prefills, a lone row), else (n, 1)
+        per-row positions for a decode step over rows of different lengths: what lets requests of
+        different lengths share a batch. The math is GPT.forward's on the packed weights; tests hold
+        the two to the same logits."""
         m, cfg = self.model, self.model.cfg
         n, T = tokens.shape
-        H, KV, D, E, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd, cfg.norm_eps
-        cos, sin = m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
-        # (n, 1, T, span): causal, and blind past each row's own length. Additive, not boolean: SDPA's
-        # CPU kernel runs 1.3-2x faster with a float mask at these shapes.
-        mask = torch.where(self.arange[:span] <= pos[..., None], 0.0, float("-inf")).unsqueeze(1).to(self.k[0].dtype)
-        rows = row + torch.arange(n, device=self.device)[:, None]
+        H, KV, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.norm_eps
+        mask, causal = None, False
+        if isinstance(pos, int):
+            # Positions shared by all rows: slices of the rope tables and the cache (views and copies,
+            # not gathers and index_put), and no mask at all for a prompt from 0 or a single new token.
+            cos, sin = m.rope_cos[pos : pos + T], m.rope_sin[pos : pos + T]
+            causal = T > 1 and pos == 0
+            if T > 1 and pos > 0:
+                mask = self._mask(pos + self.arange[:T], span)
+        else:
+            cos, sin = m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
+            mask = self._mask(pos, span).unsqueeze(1)
+            rows = self.rows[row : row + n]
         x = m.embed_tokens(tokens)
         for i, w in enumerate(self.packed):
             # queries and keys side by side (H + KV heads): one norm and one RoPE for both
-            qk, v = (F.rms_norm(x, (E,), w["norm1"], eps) @ w["qkv"]).split([(H + KV) * D, KV * D], -1)
+            qk, v = (F.rms_norm(x, x.shape[-1:], None, eps) @ w["qkv"]).split([(H + KV) * D, KV * D], -1)
             qk = qk.view(n, T, H + KV, D)
             if cfg.qk_norm:
                 qk = F.rms_norm(qk, (D,), eps=eps) * w["qk_norm"]
             q, k = apply_rope(qk.transpose(1, 2), cos, sin).split([H, KV], 1)
-            self.k[i][rows, :, pos] = k.transpose(1, 2)
-            self.v[i][rows, :, pos] = v.view(n, T, KV, D)
+            v = v.view(n, T, KV, D)
+            if isinstance(pos, int):
+                self.k[i][row : row + n, :, pos : pos + T] = k
+                self.v[i][row : row + n, :, pos : pos + T] = v.transpose(1, 2)
+            else:
+                self.k[i][rows, :, pos] = k.transpose(1, 2)
+                self.v[i][rows, :, pos] = v
             keys, values = self.k[i][row : row + n, :, :span], self.v[i][row : row + n, :, :span]
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
             x = x + y.transpose(1, 2).reshape(n, T, H * D) @ w["o"]
-            gate, up = (F.rms_norm(x, (E,), w["norm2"], eps) @ w["gate_up"]).chunk(2, -1)
+            gate, up = (F.rms_norm(x, x.shape[-1:], None, eps) @ w["gate_up"]).chunk(2, -1)
             x = x + (F.silu(gate) * up) @ w["down"]
-        x = x[:, -1] if last is None else x[torch.arange(n, device=self.device), last]
-        return (F.rms_norm(x, (E,), m.norm.weight, eps) @ self.head).float()
+        x = x[:, -1] if last is None else x[self.rows[:n, 0], last]
+        return (F.rms_norm(x, x.shape[-1:], None, eps) @ self.head).float()
+
+    def _mask(self, pos: torch.Tensor, span: int) -> torch.Tensor:
+        """(..., T, span) additive: causal, and blind past each row's own length. Additive, not
+        boolean: SDPA's CPU kernel runs 1.3-2x faster with a float mask at these shapes."""
+        return torch.where(self.arange[:span] <= pos[..., None], 0.0, float("-inf")).to(self.k[0].dtype)
 
 
 def pack_weights(model: GPT) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
-    """Per layer: q/k/v fused into one matrix, gate/up into another, all stored transposed (in, out);
-    the q and k norm weights side by side per head; and the transposed head. At batch 1 a step is a
-    chain of small ops bound by per-op overhead: fusing cuts the matrix products from 7 to 4 per
-    layer and the norm + RoPE calls from 4 to 2, measured 1.3-1.5x and another 1.1x decode tokens/s
-    (tiny preset, 1 thread). A snapshot: build a new Engine after changing the model's weights."""
+    """Per layer: q/k/v fused into one matrix, gate/up into another, all stored transposed (in, out),
+    with the RMSNorm weight before each folded into its rows (norm(x) * g @ W = norm(x) @ diag(g) W);
+    the q and k norm weights side by side per head; and the transposed head, the final norm folded
+    in. At batch 1 a step is a chain of small ops bound by per-op overhead: fusing cuts the matrix
+    products from 7 to 4 per layer and the norm + RoPE calls from 4 to 2, measured 1.3-1.5x and
+    another 1.1x decode tokens/s (tiny preset, 1 thread). A snapshot: build a new Engine after
+    changing the model's weights."""
     cfg, layers = model.cfg, []
     for block in model.layers:
         a, mlp = block.self_attn, block.mlp
-        w = {"qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous(),
+        g1, g2 = block.input_layernorm.weight[:, None], block.post_attention_layernorm.weight[:, None]
+        w = {"qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().mul(g1).contiguous(),
              "o": a.o_proj.weight.t().contiguous(),
-             "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
-             "down": mlp.down_proj.weight.t().contiguous(),
-             "norm1": block.input_layernorm.weight, "norm2": block.post_attention_layernorm.weight}
+             "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().mul(g2).contiguous(),
+             "down": mlp.down_proj.weight.t().contiguous()}
         if cfg.qk_norm:
             w["qk_norm"] = torch.cat([a.q_norm.weight.expand(cfg.n_head, -1),
                                       a.k_norm.weight.expand(cfg.n_kv_head, -1)])
         layers.append(w)
-    return layers, model.lm_head.weight.t().contiguous()
+    return layers, model.lm_head.weight.t().mul(model.norm.weight[:, None]).contiguous()
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
