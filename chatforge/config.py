@@ -83,6 +83,7 @@ class PretrainConfig:
     max_minutes: float = 0.0  # >0: time budget; the LR schedule follows whichever runs out first
     eval_every: int = 100
     eval_tokens: int = 65_536
+    sample_tokens: int = 32  # at each evaluation, greedy continuations of a few fixed prompts (0 = off)
     ckpt_every: int = 200
     dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 where the hardware has it)
     compile: bool = False

@@ -10,10 +10,10 @@ from rich.table import Table
 from chatforge.infer.chat import reply
 from chatforge.infer.engine import generate
 from chatforge.model.checkpoint import load_model
+from chatforge.pretrain.train import SAMPLE_PROMPTS
 from chatforge.runs import STAGES, Run
 from chatforge.tokenizer.bpe import load_tokenizer
 
-BASE_PROMPTS = ["The government said", "Shares in the company", "ROMEO. O"]
 CHAT_PROMPTS = ["Who are you?", "What is 12 + 7?", "Hello"]
 
 
@@ -34,7 +34,7 @@ def summarize(run: Run, max_tokens: int = 48) -> dict:
         base = load_model(run.path / "base")
         out["base_samples"] = [
             p + tok.decode(generate(base, [tok.bos_id, *tok.encode(p)], max_tokens, 0.8, 50, seed=i))
-            for i, p in enumerate(BASE_PROMPTS)]
+            for i, p in enumerate(SAMPLE_PROMPTS)]
     if tok and run.is_done("sft"):
         chat = load_model(run.path / "sft")
         out["chat"] = [(q, reply(chat, tok, [{"role": "user", "content": q}], 0.0, 0, max_tokens)[0])

@@ -88,3 +88,15 @@ def test_flops_per_token_counts_matmuls():
     model = GPT(CFG)
     matmul = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
     assert model.flops_per_token() == 6 * matmul + 12 * CFG.n_layer * CFG.n_head * CFG.head_dim * CFG.seq_len
+
+
+def test_sample_greedy_equals_argmax_of_full_recomputation():
+    model = random_model().eval()
+    prompt, out = [1, 5, 9], []
+    new = model.sample(prompt, 10)
+    for _ in range(10):
+        out.append(int(model(torch.tensor([prompt + out]))[0, -1].argmax()))
+    assert new == out
+    assert len(model.sample(list(range(30)), 10)) == 2  # stops at the context length
+    a, b = model.sample(prompt, 8, temperature=1.0, seed=3), model.sample(prompt, 8, temperature=1.0, seed=3)
+    assert a == b and a != model.sample(prompt, 8, temperature=1.0, seed=4)

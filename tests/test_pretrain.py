@@ -73,6 +73,16 @@ def test_metrics_report_mfu(micro_run):
     assert json.loads((micro_run / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]["mfu"] > 0
 
 
+def test_evaluations_log_greedy_samples_of_the_fixed_prompts(micro_run):
+    from chatforge.pretrain.train import SAMPLE_PROMPTS
+
+    evals = [r for r in read_jsonl(micro_run / "metrics" / "pretrain.jsonl") if "val_bpb" in r]
+    assert evals and all(len(r["samples"]) == len(SAMPLE_PROMPTS) for r in evals)
+    for r in evals:
+        for text, prompt in zip(r["samples"], SAMPLE_PROMPTS, strict=True):
+            assert text.startswith(prompt) and len(text) > len(prompt)
+
+
 def torchrun(*args, nproc):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "chatforge", "--", *args]  # "--": torchrun would read --run as its own --run-path

@@ -159,6 +159,28 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
                                reduction=reduction)
 
+    @torch.no_grad()
+    def sample(self, prompt: list[int], max_new_tokens: int, temperature: float = 0.0, top_k: int = 50,
+               seed: int = 0) -> list[int]:
+        """A plain KV-cache sampling loop for looking at a model while it trains (greedy at temperature 0).
+        Serving, batching and the full sampling controls are infer/engine.py's job."""
+        device = self.embed_tokens.weight.device
+        max_new_tokens = max(0, min(max_new_tokens, self.cfg.seq_len - len(prompt)))
+        cache = KVCache(self.cfg, 1, len(prompt) + max_new_tokens, device, self.embed_tokens.weight.dtype)
+        gen = torch.Generator(device).manual_seed(seed)
+        idx, out = torch.tensor([prompt], device=device), []
+        for _ in range(max_new_tokens):
+            logits = self(idx, cache=cache)[0, -1]
+            if temperature > 0:
+                top = torch.topk(logits, min(top_k, logits.numel()))
+                probs = torch.softmax(top.values / temperature, -1)
+                token = top.indices[torch.multinomial(probs, 1, generator=gen)]
+            else:
+                token = logits.argmax().view(1)
+            out.append(int(token))
+            idx = token.view(1, 1)
+        return out
+
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed_tokens.weight.numel() if non_embedding else n

@@ -27,6 +27,15 @@ from chatforge.pretrain.mfu import peak_flops
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position
 
+# Greedy continuations of these are printed and logged at every evaluation: the sample corpus is BBC
+# news and Shakespeare, so a learning model visibly moves from noise to news prose and verse.
+SAMPLE_PROMPTS = ["The government said", "Shares in the company", "ROMEO. O"]
+
+
+def samples(model: GPT, tok, max_tokens: int, device: str, dtype) -> list[str]:
+    with autocast(device, dtype):
+        return [p + tok.decode(model.sample([tok.bos_id, *tok.encode(p)], max_tokens)) for p in SAMPLE_PROMPTS]
+
 
 def lr_multiplier(progress: float, step: int, warmup_steps: int, warmdown_frac: float) -> float:
     """Warmup (by steps), constant, then linear warmdown over the last `warmdown_frac` of progress."""
@@ -220,6 +229,10 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         if master and (step % pc.eval_every == 0 or last):
             bpb = val_bpb()
             row["val_bpb"] = round(bpb, 4)
+            if pc.sample_tokens:
+                row["samples"] = samples(model, tok, pc.sample_tokens, device, dtype)
+                for text in row["samples"]:
+                    tqdm.write(f"  step {step}: {text!r}")
         if master:
             log.write(**row)
             bar.set_postfix(loss=f"{loss_value:.3f}", bpb=f"{bpb:.3f}", tok_s=row["tok_s"], mfu=f"{row['mfu']:.0%}")
