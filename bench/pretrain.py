@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatforge.config import make_config
+from chatforge.config import adamw_lr, make_config
 from chatforge.eval.bpb import evaluate_bpb
 from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
@@ -231,7 +231,7 @@ def main() -> None:
     def chatforge_trainer() -> Trainer:
         torch.manual_seed(pc.seed)
         model = GPT(cfg.model)
-        opt = make_optimizer(model, pc.lr, pc.weight_decay, pc.matrix_lr)
+        opt = make_optimizer(model, pc.lr or adamw_lr(cfg.model.n_embd), pc.weight_decay, pc.matrix_lr)
 
         def set_lr(o, step, progress):
             for g in o.param_groups:

@@ -75,7 +75,8 @@ class PretrainConfig:
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     batch_tokens: int = 0  # >0: target tokens per optimizer step; grad_accum is derived (and DDP-independent)
-    lr: float = 6e-3  # AdamW: head and norm weights (embeddings get 10x), and the matrices if matrix_lr=0
+    lr: float = 0.0  # AdamW: head and norm weights (embeddings get 10x), and the matrices if matrix_lr=0
+    # (0: adamw_lr() of the model's width)
     matrix_lr: float = 0.02  # Muon, hidden matrices (0 = AdamW); best of 0.01/0.02/0.04 for tiny, docs/benchmarks.md
     warmup_steps: int = 20
     warmdown_frac: float = 0.3  # final fraction of training with linearly decaying LR
@@ -116,6 +117,13 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
 
 
+def adamw_lr(n_embd: int) -> float:
+    """AdamW's LR from the width: 6e-3 was best for the tiny preset (width 256, docs/benchmarks.md), scaled by
+    1/sqrt(width) beyond it as nanochat scales its embedding and head LRs (an Adam step moves each weight by ~lr,
+    and a wider layer sums more of them). Muon's LR needs no such scaling: its update is normalised per matrix."""
+    return 6e-3 * (256 / n_embd) ** 0.5
+
+
 def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
     n_embd = 64 * depth
     return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, n_layer=depth, n_embd=n_embd,
@@ -132,14 +140,14 @@ PRESETS: dict[str, dict] = {
                   sft=dict(n_identity=40, n_arithmetic=40, steps=20, batch_size=8, max_len=64, lr=3e-3)),
     "tiny": dict(depth=4, vocab=4096, seq_len=256, pretrain=dict(compile=True)),
     "small": dict(depth=6, vocab=8192, seq_len=512,
-                  pretrain=dict(steps=3000, batch_size=16, lr=2e-3, compile=True),
+                  pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
     "d12": dict(depth=12, vocab=32768, seq_len=1024,
-                pretrain=dict(steps=5000, batch_size=32, grad_accum=8, lr=1e-3, compile=True,
+                pretrain=dict(steps=5000, batch_size=32, grad_accum=8, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=32, lr=3e-4, max_len=1024)),
     "d20": dict(depth=20, vocab=65536, seq_len=2048,
-                pretrain=dict(steps=10000, batch_size=16, grad_accum=16, lr=6e-4, compile=True,
+                pretrain=dict(steps=10000, batch_size=16, grad_accum=16, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=16, lr=2e-4, max_len=2048)),
 }

@@ -1,6 +1,6 @@
 import pytest
 
-from chatforge.config import PRESETS, apply_overrides, from_dict, make_config, to_dict
+from chatforge.config import PRESETS, adamw_lr, apply_overrides, from_dict, make_config, to_dict
 from chatforge.model.gpt import GPTConfig
 
 
@@ -16,6 +16,12 @@ def test_depth_dial_derives_width_and_heads():
     cfg = make_config("tiny", depth=12)
     assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head) == (12, 768, 12)
     assert cfg.model.ffn_dim % 64 == 0 and cfg.model.ffn_dim >= 8 * 768 // 3
+
+
+def test_adamw_lr_follows_the_width_unless_set():
+    assert adamw_lr(make_config("tiny").model.n_embd) == pytest.approx(6e-3)  # the tuned tiny value
+    assert adamw_lr(make_config("d12").model.n_embd) == pytest.approx(6e-3 / 3**0.5)
+    assert make_config("d12").pretrain.lr == 0  # derived when the optimizer is built, from the model trained
 
 
 def test_overrides_are_typed():

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from chatforge.config import adamw_lr
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.gpt import GPT
@@ -158,7 +159,8 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
                          f"training split ({len(train.grid(seq_len, tok.bos_id))} rows); lower the batch")
     if state is None and master:
         remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
-    optimizer = make_optimizer(model, pc.lr, pc.weight_decay, pc.matrix_lr)
+    lr = pc.lr or adamw_lr(model.cfg.n_embd)
+    optimizer = make_optimizer(model, lr, pc.weight_decay, pc.matrix_lr)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
     log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", start_step if start_step else None) if master else None
@@ -173,7 +175,8 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         print(f"pretrain: {model.num_params():,} parameters, {tokens_per_step:,} tokens/step "
               f"({world} x {grad_accum} x {pc.batch_size} x {seq_len}), {pc.steps} steps, device {device}, "
               f"{'bf16 autocast' if dtype else 'fp32'}{', compiled' if pc.compile else ''}, "
-              f"{'Muon + AdamW' if pc.matrix_lr else 'AdamW'}, peak {peak / 1e12:.3g} TFLOP/s")
+              f"{f'Muon (lr {pc.matrix_lr:g}) + ' if pc.matrix_lr else ''}AdamW (lr {lr:.3g}), "
+              f"peak {peak / 1e12:.3g} TFLOP/s")
     baseline = unigram_bpb(train, val, byte_lengths.numpy(), seq_len, pc.eval_tokens) if master else float("nan")
 
     def val_bpb() -> float:
