@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from chatforge.model.gpt import GPT, apply_rope
+from chatforge.model.gpt import GPT
 from chatforge.tokenizer.bpe import Tokenizer
 
 # closing token -> (opening token, tool name)
@@ -152,6 +152,10 @@ class Engine:
         self.seen = torch.zeros(max_batch, cfg.vocab_size, dtype=torch.bool, device=self.device)  # for the penalty
         self.arange = torch.arange(self.max_len, device=self.device)
         self.rows = torch.arange(max_batch, device=self.device)[:, None]
+        # RoPE as x * cos + roll(x, D/2) * sin with the sign of rotate-half's -x2 moved into the sin
+        # table: 3 ops instead of model/gpt.py's 6 (chunk, neg, cat, 2 mul, add), per layer and step.
+        half = torch.ones(cfg.head_dim // 2, device=self.device)
+        self.cos, self.sin = model.rope_cos, model.rope_sin * torch.cat([-half, half])
         with torch.inference_mode():
             self.packed, self.head = pack_weights(model)
         # The batched decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for
@@ -239,7 +243,9 @@ class Engine:
     # -- internals --
 
     def _sample(self, reqs: list[Request]) -> tuple[list[int], list[float]]:
-        logits = self.logits[: len(reqs)].clone()
+        logits = self.logits[: len(reqs)]
+        if any(r.params.repetition_penalty != 1 for r in reqs):
+            logits = logits.clone()  # the penalty edits rows in place
         logprobs = [0.0] * len(reqs)
         want_logprobs = any(r.params.logprobs for r in reqs)
         raw = F.log_softmax(logits, -1) if want_logprobs else None
@@ -368,14 +374,16 @@ class Engine:
         if isinstance(pos, int):
             # Positions shared by all rows: slices of the rope tables and the cache (views and copies,
             # not gathers and index_put), and no mask at all for a prompt from 0 or a single new token.
-            cos, sin = m.rope_cos[pos : pos + T], m.rope_sin[pos : pos + T]
+            cos, sin = self.cos[pos : pos + T], self.sin[pos : pos + T]
             causal = T > 1 and pos == 0
             if T > 1 and pos > 0:
                 mask = self._mask(pos + self.arange[:T], span)
         else:
-            cos, sin = m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
+            cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
             mask = self._mask(pos, span).unsqueeze(1)
-            rows = self.rows[row : row + n]
+            # one new position per row: where each (row, kv head) vector goes in a layer's cache seen as
+            # (rows * kv heads * positions, head_dim); index_copy_ is ~1.6x faster than index_put here
+            at = ((self.rows[row : row + n] * KV + self.arange[:KV]) * self.max_len + pos).flatten()
         x = m.embed_tokens(tokens)
         for i, w in enumerate(self.packed):
             # queries and keys side by side (H + KV heads): one norm and one RoPE for both
@@ -383,14 +391,15 @@ class Engine:
             qk = qk.view(n, T, H + KV, D)
             if cfg.qk_norm:
                 qk = F.rms_norm(qk, (D,), eps=eps) * w["qk_norm"]
-            q, k = apply_rope(qk.transpose(1, 2), cos, sin).split([H, KV], 1)
+            qk = qk.transpose(1, 2)
+            q, k = torch.addcmul(qk * cos, qk.roll(D // 2, -1), sin).split([H, KV], 1)
             v = v.view(n, T, KV, D)
             if isinstance(pos, int):
                 self.k[i][row : row + n, :, pos : pos + T] = k
                 self.v[i][row : row + n, :, pos : pos + T] = v.transpose(1, 2)
             else:
-                self.k[i][rows, :, pos] = k.transpose(1, 2)
-                self.v[i][rows, :, pos] = v
+                self.k[i].view(-1, D).index_copy_(0, at, k.reshape(-1, D))
+                self.v[i].view(-1, D).index_copy_(0, at, v.reshape(-1, D))
             keys, values = self.k[i][row : row + n, :, :span], self.v[i][row : row + n, :, :span]
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
             x = x + y.transpose(1, 2).reshape(n, T, H * D) @ w["o"]
