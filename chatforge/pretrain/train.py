@@ -22,10 +22,12 @@ from chatforge.config import adamw_lr
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.gpt import GPT
+from chatforge.model.hf import is_hf_checkpoint, load_hf_model
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, pick_device
 from chatforge.pretrain.mfu import peak_flops
 from chatforge.tokenizer.bpe import load_tokenizer
+from chatforge.tokenizer.hf import load_hf_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position
 
 # Greedy continuations of these are printed and logged at every evaluation: the sample corpus is BBC
@@ -92,11 +94,20 @@ def grad_accum_steps(pc, seq_len: int, world: int) -> int:
 
 def initial_model(run, tok, device: str) -> GPT:
     """A fresh model from the run's config, or `pretrain.init_from`'s weights (continued pretraining on
-    this run's data, e.g. domain adaptation), which must share this run's tokenizer."""
+    this run's data, e.g. domain adaptation), which must share this run's tokenizer. The source is a chatforge
+    checkpoint (RUN/base) or a Hugging Face Qwen3/Llama directory (its tokenizer.json is the tokenizer)."""
     src = run.config.pretrain.init_from
     if not src:
         return GPT(run.config.model).to(device)
     src = Path(src)
+    if is_hf_checkpoint(src):
+        theirs = load_hf_tokenizer(src)
+        if (theirs.enc._mergeable_ranks, theirs.enc._special_tokens, theirs.enc._pat_str) != (
+                tok.enc._mergeable_ranks, tok.enc._special_tokens, tok.enc._pat_str):
+            raise ValueError(f"pretrain.init_from: {src}'s tokenizer is not {run.path}'s; redo this run's "
+                             f"tokenizer stage with --tokenizer.from_dir={src} "
+                             f"--tokenizer.vocab_size={theirs.vocab_size} --force")
+        return load_hf_model(src, run.config.model.seq_len, tok.vocab_size).to(device)
     if not (src / "model.safetensors").exists() or not (src / "config.json").exists():
         raise FileNotFoundError(f"pretrain.init_from: no checkpoint (model.safetensors + config.json) in {src}")
     try:

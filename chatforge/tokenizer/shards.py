@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer, train_tokenizer
+from chatforge.tokenizer.hf import load_hf_tokenizer
 
 MAGIC = b"CFTOKENS"
 VERSION = 1
@@ -261,7 +262,9 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
         raise ValueError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
                          f"check the data stage's stats.json")
     if cfg.from_dir:  # e.g. the tokenizer of the run whose checkpoint pretrain.init_from continues
-        tok = load_tokenizer(Path(cfg.from_dir))
+        src = Path(cfg.from_dir)  # ours (tokenizer.tiktoken) or a Hugging Face model's (only tokenizer.json)
+        hf = (src / "tokenizer.json").exists() and not (src / "tokenizer.tiktoken").exists()
+        tok = load_hf_tokenizer(src) if hf else load_tokenizer(src)
         if tok.vocab_size != cfg.vocab_size:  # the model's embedding size follows tokenizer.vocab_size
             raise ValueError(f"{cfg.from_dir} has a vocabulary of {tok.vocab_size}; add "
                              f"--tokenizer.vocab_size={tok.vocab_size}")
