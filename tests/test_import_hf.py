@@ -172,6 +172,7 @@ def drop_byte(d):
     (edit_merges, "tiktoken merges in id order"),
     (drop_byte, "lacks 1 of the 256 single bytes"),
     (lambda d: d["model"].update(type="WordPiece"), "only byte-level BPE"),
+    (lambda d: d["model"].update(end_of_word_suffix="</w>"), "word suffixes"),
     (lambda d: d.update(pre_tokenizer={"type": "Digits", "individual_digits": True}), "pre-tokenizer Digits"),
     (lambda d: d.update(normalizer={"type": "Lowercase"}), "normalizer Lowercase"),
     (lambda d: d["model"]["merges"].append("Ġ zzzz"), "not in the vocabulary"),

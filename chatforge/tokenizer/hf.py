@@ -125,19 +125,24 @@ def load_hf_tokenizer(hf_dir: Path) -> Tokenizer:
         raise FileNotFoundError(f"no tokenizer.json in {hf_dir}")
     d = json.loads(path.read_text(encoding="utf-8"))
     try:
-        model = d["model"]
+        model = d.get("model") or {}
         if model.get("type", "BPE") != "BPE" or model.get("byte_fallback") or (d.get("decoder") or {}).get(
                 "type") != "ByteLevel":
             raise ValueError(f"{model.get('type')} model with a {(d.get('decoder') or {}).get('type')} decoder: "
                              f"only byte-level BPE converts to tiktoken")
+        if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+            raise ValueError("subword prefixes or word suffixes: tiktoken's tokens are plain bytes")
         if (d.get("normalizer") or {}).get("type") not in (None, "NFC"):
             raise ValueError(f"normalizer {d['normalizer']['type']}: tiktoken does not normalize text")
         pattern = _split_pattern(d.get("pre_tokenizer"))
         char_byte = {c: b for b, c in bytes_to_unicode().items()}
-        to_bytes = lambda s: bytes(char_byte[c] for c in s)  # noqa: E731
+
+        def to_bytes(s: str) -> bytes:
+            return bytes(char_byte[c] for c in s)
+
         specials = {t["content"]: t["id"] for t in d.get("added_tokens", [])}
         try:
-            ranks = {to_bytes(s): i for s, i in model["vocab"].items() if s not in specials}
+            ranks = {to_bytes(s): i for s, i in model.get("vocab", {}).items() if s not in specials}
         except KeyError:
             raise ValueError("the vocabulary has a token outside the byte-level alphabet") from None
         missing = [b for b in range(256) if bytes([b]) not in ranks]
@@ -149,7 +154,7 @@ def load_hf_tokenizer(hf_dir: Path) -> Tokenizer:
             raise ValueError("token ids are not 0..N-1 without gaps or repeats")
         if "<|endoftext|>" not in specials:
             config = json.loads((hf_dir / "config.json").read_text()) if (hf_dir / "config.json").exists() else {}
-            bos = config.get("bos_token_id", config.get("eos_token_id"))
+            bos = next((i for i in (config.get("bos_token_id"), config.get("eos_token_id")) if i is not None), None)
             bos = bos[0] if isinstance(bos, list) else bos
             name = next((n for n, i in specials.items() if i == bos), None)
             if name is None:
