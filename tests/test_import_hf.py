@@ -215,9 +215,10 @@ def test_continued_pretraining_from_an_hf_model(hf_run, tok):
 
     cfg = open_run(run, save=False).config
     assert cfg.model == dataclasses.replace(model.cfg, mlp_hidden=model.cfg.ffn_dim)
+    pc, seq_len = cfg.pretrain, cfg.model.seq_len
     x, y = TokenShards(run / "tokens", "train").batch(
-        cfg.pretrain.seed, row_position(0, 0, grad_accum_steps(cfg.pretrain, 64, 1), cfg.pretrain.batch_size),
-        cfg.pretrain.batch_size, 64, tok.bos_id)
+        pc.seed, row_position(0, 0, grad_accum_steps(pc, seq_len, 1), pc.batch_size), pc.batch_size, seq_len,
+        tok.bos_id)
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     with torch.no_grad():
         logits = hf(torch.from_numpy(x)).logits
