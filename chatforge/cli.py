@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from chatforge.config import PRESETS
+from chatforge.config import PRESETS, SEARCH_BACKENDS
 from chatforge.runs import RunError
 
 OVERRIDES_HELP = ("config overrides: --SECTION.FIELD=VALUE for any field shown by --show-config, "
@@ -106,8 +106,9 @@ def cmd_data(args, overrides) -> None:
         from chatforge.infer.search import build_index
 
         run = open_from_args(args, overrides, save=False)
-        stats = build_index(run.path / "data", run.path / "index")
-        print(f"index: {stats['passages']} passages from {stats['documents']} documents -> {run.path / 'index'}")
+        stats = build_index(run.path / "data", run.path / "index", dense=args.dense)
+        dense = " with dense embeddings (hybrid search)" if stats["dense"] else ""
+        print(f"index: {stats['passages']} passages from {stats['documents']} documents{dense} -> {run.path / 'index'}")
         return
     if args.action == "inspect":
         from chatforge.data.pipeline import inspect
@@ -139,11 +140,21 @@ def cmd_chat(args, overrides) -> None:
     from chatforge.infer.chat import chat_loop, load_chat_model
     from chatforge.infer.engine import Engine
     from chatforge.infer.tools import tools_for_run
+    from chatforge.runs import open_run
 
     run = Path(args.run or "runs/tiny")
     params = sampling_params(args)
     model, tok, stage = load_chat_model(run, args.stage)
-    tools = tools_for_run(run, python=not args.no_python, search_url=args.search_url)
+    # the run's tools section, then --tools.FIELD=VALUE overrides, then the flags; this session only
+    if bad := [k for k in overrides if not k.startswith("tools.")]:
+        raise ValueError(f"chat takes only tools.* overrides, not {', '.join(bad)}")
+    if args.no_python:
+        overrides["tools.python"] = "false"
+    if args.search_url:
+        overrides |= {"tools.search": "http", "tools.search_url": args.search_url}
+    if args.search:
+        overrides["tools.search"] = args.search
+    tools = tools_for_run(run, open_run(run, overrides=overrides, save=False).config.tools)
     if args.prompt is None:
         enabled = [name for name, on in (("python", tools.python), ("search", tools.search)) if on]
         print(f"chatforge chat: {stage} model from {run}; tools: {', '.join(enabled) or 'none'}")
@@ -263,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also keep dropped documents with their reason, for `data inspect`")
             p.add_argument("--samples", type=int, default=3, help="inspect: random documents to show")
             p.add_argument("--seed", type=int, default=0, help="inspect: which random documents")
+            p.add_argument("--dense", action="store_true",
+                           help="index: also embed every passage for hybrid search (the `dense` extra)")
             p.set_defaults(fn=cmd_data)
         if name == "tokenizer":
             p.add_argument("action", nargs="?", choices=["show", "stats"],
@@ -281,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_args(p)
     p.add_argument("--no-python", action="store_true", help="turn the python tool off")
     p.add_argument("--search-url", help="search through a SearXNG-style JSON API instead of the run's index/")
+    p.add_argument("--search", choices=SEARCH_BACKENDS,
+                   help="search backend (tools.search; auto: the run's index, hybrid if it has dense embeddings)")
     p.set_defaults(fn=cmd_chat)
 
     p = sub.add_parser("generate", help="complete a text with the base model",
@@ -313,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "action", None) == "show" and args.text is None and extra and not extra[0].startswith("-"):
         args.text = extra.pop(0)  # `tokenizer show --run R TEXT`: argparse takes positionals only in one group
     overrides = parse_overrides(extra, parser)
-    if overrides and args.fn in (cmd_chat, cmd_generate, cmd_not_built):
+    if overrides and args.fn in (cmd_generate, cmd_not_built):
         parser.error(f"{args.command} takes no config overrides")
     try:
         args.fn(args, overrides)

