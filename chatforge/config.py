@@ -106,17 +106,22 @@ class SFTConfig:
     seed: int = 1337
 
 
+SEARCH_BACKENDS = ("auto", "bm25", "hybrid", "http", "off")
+
+
 @dataclass
 class ToolsConfig:
     """The tools `chatforge chat` gives the model (chatforge/infer/tools.py, search.py)."""
     python: bool = True
-    search: str = "bm25"  # bm25 | hybrid (BM25 + dense, needs `data index --dense`) | http (search_url) | off
+    # auto: the run's index, hybrid if `data index --dense` embedded it, else BM25, off without an index;
+    # bm25 | hybrid (BM25 + dense) | http (search_url) | off
+    search: str = "auto"
     search_url: str = ""  # a SearXNG-style JSON API, for search=http
     top_k: int = 3  # passages pasted into the context per search call
 
     def __post_init__(self) -> None:
-        if self.search not in ("bm25", "hybrid", "http", "off"):
-            raise ValueError(f"tools.search must be bm25, hybrid, http or off, got {self.search!r}")
+        if self.search not in SEARCH_BACKENDS:
+            raise ValueError(f"tools.search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
         if self.top_k < 1:
             raise ValueError(f"tools.top_k must be >= 1, got {self.top_k}")
 
