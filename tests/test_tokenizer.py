@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatforge.data.pipeline import read_parts
-from chatforge.tokenizer.bpe import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
+from chatforge.tokenizer.bpe import SPECIAL_TOKENS, Tokenizer, load_tokenizer, train_tokenizer
 from chatforge.tokenizer.chat import parse, render, render_prompt
 from chatforge.tokenizer.shards import (
     TokenShards,
@@ -301,3 +301,13 @@ def test_tokenizer_stage_can_reuse_another_runs_tokenizer(tmp_path, micro_run):
 def test_batch_encoding_equals_encode(tok):
     texts = [*TRICKY, *CORPUS, "lone \ud800 surrogate"]
     assert [a.tolist() for a in tok.encode_batch(texts, num_threads=2)] == [tok.encode(t) for t in texts]
+
+
+def test_missing_chat_token_is_a_clear_error():
+    import tiktoken
+
+    ranks = {bytes([b]): b for b in range(256)}
+    enc = tiktoken.Encoding(name="bare", pat_str=r"\S+|\s+", mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": 256})
+    with pytest.raises(ValueError, match="no <\\|im_start\\|> token: chat and tools need"):
+        Tokenizer(enc).special("<|im_start|>")

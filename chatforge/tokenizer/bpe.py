@@ -53,6 +53,9 @@ class Tokenizer:
             return list(pool.map(self.encode_array, texts))
 
     def special(self, name: str) -> int:
+        if name not in self.enc.special_tokens_set:  # e.g. a tokenizer imported from HF has no chat/tool tokens
+            raise ValueError(f"the tokenizer has no {name} token: chat and tools need chatforge's special tokens "
+                             f"({', '.join(SPECIAL_TOKENS[1:])}); retrain it, or use one from a chatforge run")
         return self.enc.encode_single_token(name)
 
     def decode(self, ids: Iterable[int]) -> str:
