@@ -34,7 +34,8 @@ SCHEMA = pa.schema([
     ("date", pa.string()), ("file_path", pa.string()), ("language", pa.string()),
     ("language_score", pa.float64()),
 ])
-WORK_SCHEMA = SCHEMA.append(pa.field("hash", pa.binary(16))).append(pa.field("minhash", pa.binary(4 * dedup.N_HASHES)))
+WORK_SCHEMA = pa.schema([*SCHEMA, pa.field("hash", pa.binary(16)), pa.field("minhash", pa.binary(4 * dedup.N_HASHES)),
+                         pa.field("sentences", pa.binary())])
 DROPPED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("reason", pa.string()))
 
 # The web recipe is FineWeb's, in FineWeb's order. The sample corpus (edited BBC articles and
@@ -127,7 +128,8 @@ def _write_parquet(rows: list[dict], schema: pa.Schema, path: Path) -> None:
 
 
 def nbytes(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+    # isascii() is a flag lookup: most pages skip encoding a copy of themselves twice per step
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def run_steps(doc: Document, steps: list[tuple[str, Callable]], stats: dict) -> tuple[str, str] | None:
@@ -163,6 +165,7 @@ def process_shard(shard: Shard, cfg, steps: list[tuple[str, Callable]], work: Pa
             row = _row(doc)
             row["hash"] = dedup.content_hash(doc.text)
             row["minhash"] = dedup.minhash(doc.text).tobytes()
+            row["sentences"] = dedup.sentence_hashes(doc.text).tobytes()
             kept.append(row)
         elif cfg.keep_dropped:
             doc.text = doc.text or doc.html or ""
@@ -298,7 +301,8 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     if use_dedup and n:
         sigs = np.frombuffer(b"".join(b for t in tables for b in t.column("minhash").to_pylist()), dtype=np.uint32)
         hashes = [h for t in tables for h in t.column("hash").to_pylist()]
-        _, reasons = dedup.clusters(sigs.reshape(n, dedup.N_HASHES), hashes)
+        sentences = [np.frombuffer(b, dtype=np.uint64) for t in tables for b in t.column("sentences").to_pylist()]
+        _, reasons = dedup.clusters(sigs.reshape(n, dedup.N_HASHES), hashes, sentences)
     for old in out_dir.glob("*/part-*.parquet"):  # a redo must not leave parts of an earlier run behind
         old.unlink()
     writers = {split: PartWriter(out_dir / split, cfg.docs_per_part) for split in ("train", "val")}
