@@ -100,3 +100,21 @@ def test_sample_greedy_equals_argmax_of_full_recomputation():
     assert len(model.sample(list(range(30)), 10)) == 2  # stops at the context length
     a, b = model.sample(prompt, 8, temperature=1.0, seed=3), model.sample(prompt, 8, temperature=1.0, seed=3)
     assert a == b and a != model.sample(prompt, 8, temperature=1.0, seed=4)
+
+
+
+def test_compiled_cpu_attention_matches_flash_sdpa():
+    # Under torch.compile on CPU, causal_attention takes the plain formula; eager, flash SDPA. GQA: 4 vs 2 heads.
+    from chatforge.model.gpt import causal_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 16, 8, requires_grad=True)
+    k, v = (torch.randn(2, 2, 16, 8, requires_grad=True) for _ in range(2))
+    outs = []
+    for fn in (causal_attention, torch.compile(causal_attention)):
+        y = fn(q, k, v)
+        y.square().sum().backward()
+        outs.append([y, *(t.grad.clone() for t in (q, k, v))])
+        q.grad = k.grad = v.grad = None
+    for a, b in zip(*outs, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -24,6 +24,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention over (B, heads, T, head_dim), keys and values possibly with fewer heads (GQA).
+    On CPU under torch.compile the plain formula wins: Inductor fuses scale, mask and softmax into one kernel
+    between two bf16 batched matmuls, 39 ms forward + backward per tiny-preset layer vs 66 ms for the CPU
+    flash kernel (one thread, CPU time). Elsewhere, and eager, flash SDPA (no T x T scores in memory)."""
+    T = q.size(-2)
+    if not (q.is_cpu and torch.compiler.is_compiling() and T <= 512):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    if k.size(1) != q.size(1):
+        k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
+    scores = (q @ k.transpose(-1, -2)) * q.size(-1) ** -0.5
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
+
+
 class RMSNorm(nn.RMSNorm):
     # Cast the weight to the activation dtype: under bf16 autocast a float32 weight makes
     # torch fall back from the fused kernel to the slow composite one.
@@ -78,7 +93,7 @@ class Attention(nn.Module):
             start = cache.pos
             k, v = cache.update(self.layer, k, v)
         if start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            y = causal_attention(q, k, v)
         else:  # queries at positions start..start+T-1 see keys 0..start+T-1
             mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
