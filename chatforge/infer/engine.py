@@ -4,8 +4,9 @@ controls, streamed text and the tool loop.
 Requests join and leave between steps (continuous batching, Orca, OSDI '22): each owns a row of a
 preallocated cache and its own position in it, so a new request is prefilled into a free row while
 the others keep decoding, and a finished one frees its row at once. One decode step runs every
-active row together; at the sizes this runs on a CPU a one-row step is bound by per-op overhead,
-not arithmetic, so a 16-row step costs ~3x one row: 5-6.5x the throughput (docs/benchmarks.md).
+active row together; at the sizes this runs on a CPU a one-row step is bound by streaming the
+weights and by per-op overhead, not arithmetic, so a 16-row step costs 2.5-3.4x one row (more as the
+rows' caches grow): 4.4-6.3x the throughput (docs/benchmarks.md).
 
 When the model closes a tool call (<|python_end|>, <|search_end|>), the runtime runs the tool and
 forces <|output_start|> result <|output_end|> into that row, marked 0 in the request's mask (not
@@ -158,9 +159,10 @@ class Engine:
         self.cos, self.sin = model.rope_cos, model.rope_sin * torch.cat([-half, half])
         with torch.inference_mode():
             self.packed, self.head = pack_weights(model)
-        # The batched decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for
-        # batch 1; 15-35 s to compile on 2 CPU cores, ~8 s from Inductor's disk cache): Inductor fuses
-        # the small ops that dominate a step, 1.3x decode tokens/s at batch 1. Prefills stay eager.
+        # The decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for batch 1;
+        # 15-48 s to compile on 2 CPU cores, 7-8 s from Inductor's disk cache): Inductor fuses the small
+        # ops around the matrix products, 0.9-1.3x the eager step's tokens/s at batch 1 (docs/benchmarks.md),
+        # so it is opt-in: it pays back only over many answers. Prefills stay eager.
         self.decode = torch.compile(self._forward, dynamic=True) if compile else self._forward
         self.max_batch = max_batch
         self.waiting: deque[Request] = deque()
