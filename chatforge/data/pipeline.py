@@ -240,8 +240,10 @@ def run_ray(todo: list[Shard], cfg, work: Path) -> None:
     if not ray.is_initialized():
         ray.init(num_cpus=max(1, cfg.workers), include_dashboard=False, log_to_driver=False)
 
+    plain = SimpleNamespace(**asdict(cfg))  # as in run_local: a DataConfig would import torch in every worker
+
     def run(row: dict) -> dict:
-        process_shard(Shard(row["index"], list(row["files"])), cfg, make_steps(cfg), work, lambda n: None)
+        process_shard(Shard(row["index"], list(row["files"])), plain, make_steps(plain), work, lambda n: None)
         return {"index": row["index"]}
 
     ds = ray.data.from_items([asdict(s) for s in todo], override_num_blocks=max(1, len(todo)))
