@@ -278,6 +278,13 @@ def test_url_filter_reads_user_lists(tmp_path):
     assert f(doc("no url")) is None
 
 
+def test_words_cut_like_spacy():
+    text = '"Don\'t," she said (see os.path.join()). It\'s 32-bit... SortKey.NAME costs $5.'
+    assert filters.words(text) == ('"', "Do", "n't", ",", '"', "she", "said", "(", "see", "os.path.join", "(", ")",
+                                   ")", ".", "It", "'s", "32", "-", "bit", "...", "SortKey", ".", "NAME", "costs",
+                                   "$", "5", ".")
+
+
 def test_gopher_quality_thresholds():
     assert filters.gopher_quality(doc(PROSE * 3)) is None
     assert filters.gopher_quality(doc("Too short a text, with the and of.")) == "gopher_short_doc"
