@@ -346,7 +346,9 @@ def run_pipeline(cfg, out_dir: Path, resume: bool = False) -> dict:
     work = out_dir / "work"
     names = step_names(cfg)
     # How many workers ran a shard, or where, does not change its output: a resume may use other ones.
-    fingerprint = json.dumps(asdict(cfg) | {"steps": names, "workers": None, "executor": None}, sort_keys=True)
+    # The work columns do: shards written before the sentence hashes existed are redone, not misread.
+    fingerprint = json.dumps(asdict(cfg) | {"steps": names, "workers": None, "executor": None,
+                                            "work_columns": WORK_SCHEMA.names}, sort_keys=True)
     if not resume or not (work / "config.json").exists() or (work / "config.json").read_text() != fingerprint:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
