@@ -13,22 +13,25 @@ import torch
 GPU_BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 
 
-def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.bfloat16, n: int = 2048,
-                        repeats: int = 5) -> float:
-    """FLOP/s of the fastest of `repeats` (n x n) @ (n x n) matmuls, after one warm-up."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    best = float("inf")
-    for i in range(repeats + 1):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.bfloat16, sizes: tuple[int, ...] = (1024, 2048),
+                        repeats: int = 10) -> float:
+    """FLOP/s of the fastest (n x n) @ (n x n) matmul over `sizes`, `repeats` each after one warm-up. Two
+    sizes because which is faster varies with the load on a 2-core CPU (under load: 195 GFLOP/s at 1024,
+    131 at 2048; idle: 400 and 391)."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        for i in range(repeats + 1):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i:
+                best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
 
 
 def peak_flops(device: str, dtype: torch.dtype | None) -> float:
