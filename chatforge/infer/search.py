@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from chatforge.model.precision import cpu_has_bf16
+
 PASSAGE_WORDS = 120
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack, Clarke & Buettcher, SIGIR 2009)
 CANDIDATES = 50  # passages each ranking contributes to the fusion
@@ -83,7 +85,7 @@ class Embedder:
         self.tok.enable_truncation(self.MAX_TOKENS)
         self.tok.no_padding()  # the shipped tokenizer pads every text to 128 ids; batches pad themselves
         self.model = BertModel.from_pretrained(str(path)).eval()
-        self.bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's check for bf16 instructions
+        self.bf16 = cpu_has_bf16()
 
     @torch.inference_mode()
     def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
