@@ -14,7 +14,8 @@ def test_presets_are_valid_and_round_trip(preset):
 
 def test_depth_dial_derives_width_and_heads():
     cfg = make_config("tiny", depth=12)
-    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head) == (12, 768, 12)
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.head_dim) == (12, 768, 6, 128)
+    assert make_config("tiny", depth=3).model.head_dim == 64  # a width of 192 takes 64-dim heads
     assert cfg.model.ffn_dim % 64 == 0 and cfg.model.ffn_dim >= 8 * 768 // 3
 
 
