@@ -10,17 +10,19 @@ from chatforge.pretrain.train import lr_multiplier
 CFG = GPTConfig(vocab_size=97, seq_len=16, n_layer=2, n_embd=32, n_head=2, n_kv_head=1)
 
 
+# Jordan's quintic coefficients trade exactness for speed: after 5 iterations singular values land in about
+# [0.7, 1.2]; after 4 (the default, NS_STEPS) the smallest of these condition-100 inputs are still near 0.42.
+@pytest.mark.parametrize("steps,low", [(5, 0.6), (4, 0.4)])
 @pytest.mark.parametrize("shape", [(64, 32), (32, 96), (3, 48, 24)])
-def test_orthogonalize_approximates_the_polar_factor(shape):
+def test_orthogonalize_approximates_the_polar_factor(shape, steps, low):
     torch.manual_seed(0)
     g = torch.randn(shape) * torch.logspace(-1, 1, shape[-1])  # columns of very different scale
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
     for dtype in (torch.float32, torch.bfloat16):
-        o = orthogonalize(g, dtype=dtype).float()
+        o = orthogonalize(g, steps, dtype=dtype).float()
         assert o.shape == g.shape
-        # Jordan's quintic coefficients trade exactness for speed: singular values land in about [0.7, 1.2]
         s = torch.linalg.svdvals(o)
-        assert s.min() > 0.6 and s.max() < 1.25
+        assert s.min() > low and s.max() < 1.25
         assert torch.nn.functional.cosine_similarity(o.flatten(-2), (u @ vh).flatten(-2), dim=-1).min() > 0.95
 
 
