@@ -41,7 +41,7 @@ from chatforge.config import adamw_lr, make_config
 from chatforge.eval.bpb import evaluate_bpb
 from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
-from chatforge.model.precision import autocast, autocast_dtype
+from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory
 from chatforge.pretrain.mfu import measure_matmul_peak
 from chatforge.pretrain.train import grad_accum_steps, lr_multiplier
 from chatforge.tokenizer.bpe import load_tokenizer
@@ -194,6 +194,7 @@ def main() -> None:
     ap.add_argument("--ref-lr", type=float, default=1e-3, help="the reference's peak AdamW LR (nanoGPT's: 1e-3)")
     ap.add_argument("--run", help="an existing run directory with tokenizer/ and tokens/ (default: prepare one)")
     args = ap.parse_args()
+    keep_freed_memory()  # as the pretrain stage does; both contestants share the process, so both gain
     budget = 15.0 if args.quick else args.minutes * 60
     eval_every = 5.0 if args.quick else args.eval_every
     compile_ = not args.quick

@@ -1,7 +1,8 @@
 """Dataclass configs, the presets, and `--section.field=value` overrides.
 
 One dial, `depth`, sizes a model (nanochat style): width = 64 * depth in 128-dim heads, so d12 is
-GPT-2 small's width and depth (6 heads of 128 instead of its 12 of 64). Presets fix the depth plus what the machine it targets can afford.
+GPT-2 small's width and depth (6 heads of 128 instead of its 12 of 64). Presets fix the depth plus what
+the machine it targets can afford.
 """
 
 import dataclasses

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -194,3 +195,33 @@ def test_gpu_pretrain_bf16_compiled(micro_run, tmp_path):
     assert "device cuda" in out.stdout and "bf16 autocast" in out.stdout and "compiled" in out.stdout
     rows = [r for r in read_jsonl(run / "metrics" / "pretrain.jsonl")]
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_keep_freed_memory_stops_page_faults_on_reallocation():
+    # A training step frees and re-allocates the same large buffers; by default glibc hands them back to the
+    # OS and the next step faults their pages in again.
+    code = """
+import resource, sys, torch
+from chatforge.config import GPTConfig
+from chatforge.model.gpt import GPT
+from chatforge.model.precision import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=4096, seq_len=128, n_layer=2, n_embd=128, n_head=1, n_kv_head=1))
+x = torch.randint(0, 4096, (8, 128))
+def step():
+    model(x, x).backward()
+    model.zero_grad(set_to_none=True)
+step(), step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+"""
+    faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout)
+              for mode in ("default", "keep")}
+    assert faults["keep"] < faults["default"] / 4, faults  # measured: ~10,000 vs ~1,400 faults per step

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.optim import make_optimizer
-from chatforge.model.precision import autocast, autocast_dtype, pick_device
+from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
 from chatforge.pretrain.train import MetricsLog, lr_multiplier
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
@@ -64,6 +64,7 @@ def sft(run, resume: bool = False) -> dict:
     """The `sft` stage: base/ checkpoint + conversations → sft/ checkpoint, metrics/sft.jsonl."""
     sc = run.config.sft
     device = pick_device()
+    keep_freed_memory()
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
     train, val, stats = prepare_data(run, tok)

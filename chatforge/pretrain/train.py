@@ -24,7 +24,7 @@ from chatforge.model.checkpoint import load_model, load_training_state, remove_c
 from chatforge.model.gpt import GPT
 from chatforge.model.hf import is_hf_checkpoint, load_hf_model
 from chatforge.model.optim import make_optimizer
-from chatforge.model.precision import autocast, autocast_dtype, pick_device
+from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.pretrain.mfu import peak_flops
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.hf import load_hf_tokenizer
@@ -136,6 +136,7 @@ def pretrain(run, resume: bool = False) -> dict:
 def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
     pc = run.config.pretrain
     master = rank == 0
+    keep_freed_memory()
     # Everything that can be wrong with the inputs is checked before a checkpoint is touched.
     dtype = autocast_dtype(pc.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
