@@ -5,8 +5,8 @@ Requests join and leave between steps (continuous batching, Orca, OSDI '22): eac
 preallocated cache and its own position in it, so a new request is prefilled into a free row while
 the others keep decoding, and a finished one frees its row at once. One decode step runs every
 active row together; at the sizes this runs on a CPU a one-row step is bound by streaming the
-weights and by per-op overhead, not arithmetic, so a 16-row step costs 2.5-3.4x one row (more as the
-rows' caches grow): 4.4-6.3x the throughput (docs/benchmarks.md).
+weights and by per-op overhead, not arithmetic, so a 16-row step costs 2.0-3.8x one row (more as the
+rows' caches grow): 4.2-8x the throughput (docs/benchmarks.md).
 
 When the model closes a tool call (<|python_end|>, <|search_end|>), the runtime runs the tool and
 forces <|output_start|> result <|output_end|> into that row, marked 0 in the request's mask (not
@@ -161,10 +161,11 @@ class Engine:
             self.packed, self.head = pack_weights(model)
             # Products of several rows (batched decode steps, prefills) run on oneDNN with the weights
             # reordered once into its blocked layout: at 16 rows the head's product takes 0.35 ms instead
-            # of MKL's 0.54-0.61 (gate_up 0.13 vs 0.17; hot cache, 1 thread), and the batch-16 decode run
-            # of bench/inference.py 1.46-1.53 s of CPU instead of 1.88-1.92. One row stays on MKL, whose
-            # vector-matrix kernel beats oneDNN's there (256 x 256: 6-8 us vs 19-24). The price is a
-            # second copy of the weights, so not for an engine of one row; Inductor picks its own kernels.
+            # of MKL's 0.54-0.61 (gate_up 0.13 vs 0.17; hot cache, 1 thread), and bench/inference.py's
+            # 16 requests together 1.55-1.59 s of CPU instead of 1.82-1.91 (medians of 5-8 interleaved
+            # runs). One row stays on MKL, whose vector-matrix kernel beats oneDNN's there (256 x 256:
+            # 6-8 us vs 19-24). The price is a second copy of the weights, so not for an engine of one
+            # row; compiled, Inductor picks its own kernels (it lowers these ops only for frozen weights).
             blocked = max_batch > 1 and not compile and onednn_ok(param)
             self.blocked = block_weights(self.packed, self.head, max_batch) if blocked else None
         # The decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for batch 1;
