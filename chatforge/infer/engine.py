@@ -159,13 +159,14 @@ class Engine:
         self.cos, self.sin = model.rope_cos, model.rope_sin * torch.cat([-half, half])
         with torch.inference_mode():
             self.packed, self.head = pack_weights(model)
-            # Products of several rows (batched decode steps, prefills) run on oneDNN with the weights
-            # reordered once into its blocked layout: at 16 rows the head's product takes 0.35 ms instead
-            # of MKL's 0.54-0.61 (gate_up 0.13 vs 0.17; hot cache, 1 thread), and bench/inference.py's
-            # 16 requests together 1.55-1.59 s of CPU instead of 1.82-1.91 (medians of 5-8 interleaved
-            # runs). One row stays on MKL, whose vector-matrix kernel beats oneDNN's there (256 x 256:
-            # 6-8 us vs 19-24). The price is a second copy of the weights, so not for an engine of one
-            # row; compiled, Inductor picks its own kernels (it lowers these ops only for frozen weights).
+            # A forward pass over several cache rows (a batched step or prefill) runs its products on
+            # oneDNN, with the weights reordered once into its blocked layout: at 16 rows the head's
+            # product takes 0.35 ms instead of MKL's 0.54-0.61 (gate_up 0.13 vs 0.17; hot cache, 1 thread),
+            # and bench/inference.py's 16 requests together 1.55-1.59 s of CPU instead of 1.82-1.91
+            # (medians of 5-8 interleaved runs). One row (batch 1, its prefills too) stays on MKL, whose
+            # vector-matrix kernel beats oneDNN's there (256 x 256: 6-8 us vs 19-24). The price is a
+            # second copy of the weights, so not for an engine of one row; compiled, Inductor picks its
+            # own kernels (it lowers these two ops only for frozen weights).
             blocked = max_batch > 1 and not compile and onednn_ok(param)
             self.blocked = block_weights(self.packed, self.head, max_batch) if blocked else None
         # The decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for batch 1;
@@ -396,7 +397,7 @@ class Engine:
             # (rows * kv heads * positions, head_dim); index_copy_ is ~1.6x faster than index_put here
             at = ((self.rows[row : row + n] * KV + self.arange[:KV]) * self.max_len + pos).flatten()
         x = m.embed_tokens(tokens)
-        if self.blocked is None or n * T == 1:
+        if self.blocked is None or n == 1:
             mm, layers, head = torch.matmul, self.packed, self.head
         else:
             mm, (layers, head) = onednn_linear, self.blocked
