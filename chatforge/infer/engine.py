@@ -454,7 +454,10 @@ def pack_weights(model: GPT) -> tuple[list[dict[str, torch.Tensor]], torch.Tenso
 
 
 def onednn_ok(param: torch.Tensor) -> bool:
-    return param.is_cpu and param.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    """The oneDNN path needs fp32 CPU weights and Inductor's two private mkldnn ops, which a torch build
+    without them (or a future one that renames them) lacks: then every product stays on MKL."""
+    return (param.is_cpu and param.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and all(hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise")))
 
 
 def block_weights(layers: list[dict[str, torch.Tensor]], head: torch.Tensor,
