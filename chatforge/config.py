@@ -157,7 +157,10 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 
 
 # depth, vocab, seq_len, then per-section fields. tiny is sized to pretrain in ~7 minutes on a
-# 2-core CPU (bf16 + compile: ~9k tokens/s, 900 steps x 4096 tokens ~ 1 epoch of the sample corpus).
+# 2-core CPU (bf16 + compile: ~9k tokens/s, 900 steps x 4096 tokens ~ 1 epoch of the sample corpus);
+# its 16 rows a step learned more per token than 32 (docs/benchmarks.md). The GPU presets fix the tokens
+# per step (nanochat's 2^19 at d20) and derive the accumulation from the micro-batch and the number of
+# processes, so a torchrun job of any size trains on the same global batch.
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=64, model=dict(n_embd=64, n_head=2, n_kv_head=2),
                   data=dict(max_docs=300),
@@ -169,11 +172,11 @@ PRESETS: dict[str, dict] = {
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
     "d12": dict(depth=12, vocab=32768, seq_len=1024,
-                pretrain=dict(steps=5000, batch_size=32, grad_accum=8, compile=True,
+                pretrain=dict(steps=5000, batch_size=32, batch_tokens=2**18, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=32, lr=3e-4, max_len=1024)),
     "d20": dict(depth=20, vocab=65536, seq_len=2048,
-                pretrain=dict(steps=10000, batch_size=16, grad_accum=16, compile=True,
+                pretrain=dict(steps=10000, batch_size=16, batch_tokens=2**19, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=16, lr=2e-4, max_len=2048)),
 }

@@ -53,3 +53,12 @@ def test_bad_overrides_say_what_is_wrong(key, value, msg):
 def test_model_config_rejects_inconsistent_heads():
     with pytest.raises(ValueError, match="n_kv_head"):
         GPTConfig(n_embd=256, n_head=4, n_kv_head=3)
+
+
+def test_gpu_presets_keep_their_global_batch_under_torchrun():
+    from chatforge.pretrain.train import grad_accum_steps
+    for preset, tokens in (("d12", 2**18), ("d20", 2**19)):
+        cfg = make_config(preset)
+        for world in (1, 2, 4, 8):
+            accum = grad_accum_steps(cfg.pretrain, cfg.model.seq_len, world)
+            assert accum * cfg.pretrain.batch_size * cfg.model.seq_len * world == tokens
