@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from chatforge.model.gpt import GPT
+from chatforge.model.gpt import GPT, apply_rope
 from chatforge.tokenizer.bpe import Tokenizer
 
 # closing token -> (opening token, tool name)
@@ -153,10 +153,7 @@ class Engine:
         self.seen = torch.zeros(max_batch, cfg.vocab_size, dtype=torch.bool, device=self.device)  # for the penalty
         self.arange = torch.arange(self.max_len, device=self.device)
         self.rows = torch.arange(max_batch, device=self.device)[:, None]
-        # RoPE as x * cos + roll(x, D/2) * sin with the sign of rotate-half's -x2 moved into the sin
-        # table: 3 ops instead of model/gpt.py's 6 (chunk, neg, cat, 2 mul, add), per layer and step.
-        half = torch.ones(cfg.head_dim // 2, device=self.device)
-        self.cos, self.sin = model.rope_cos, model.rope_sin * torch.cat([-half, half])
+        self.cos, self.sin = model.rope_cos, model.rope_sin  # for model/gpt.py's apply_rope formula
         with torch.inference_mode():
             self.packed, self.head = pack_weights(model)
             # A forward pass over several cache rows (a batched step or prefill) runs its products on
@@ -408,7 +405,7 @@ class Engine:
             if cfg.qk_norm:
                 qk = F.rms_norm(qk, (D,), eps=eps) * w["qk_norm"]
             qk = qk.transpose(1, 2)
-            q, k = torch.addcmul(qk * cos, qk.roll(D // 2, -1), sin).split([H, KV], 1)
+            q, k = apply_rope(qk, cos, sin).split([H, KV], 1)
             v = v.view(n, T, KV, D)
             if isinstance(pos, int):
                 self.k[i][row : row + n, :, pos : pos + T] = k

@@ -13,15 +13,18 @@ from chatforge.config import GPTConfig
 
 
 def rope_tables(cfg: GPTConfig, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin per position in HF Llama's rotate-half layout, the sin's first half negated: HF's
+    x * cos + cat(-x2, x1) * sin is then x * cos + roll(x, D/2) * sin (see apply_rope)."""
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, device=device).float() / cfg.head_dim))
     freqs = torch.outer(torch.arange(length, device=device).float(), inv_freq)
-    emb = torch.cat([freqs, freqs], dim=-1)  # rotate-half layout, as HF Llama
-    return emb.cos(), emb.sin()
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin() * torch.cat([-torch.ones_like(inv_freq), torch.ones_like(inv_freq)])
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    """Rotary embeddings with rope_tables' signed sin: 3 ops instead of rotate-half's 6 (chunk, neg, cat), 17 vs
+    8 us a call in the engine's eager decode step. (Compiled training steps: 0-2.5% faster, within the noise.)"""
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, -1), sin)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
