@@ -196,8 +196,6 @@ def test_gpu_pretrain_bf16_compiled(micro_run, tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
 
 
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_keep_freed_memory_stops_page_faults_on_reallocation():
     # What a training step does to the allocator: free a large block and allocate it again. By default glibc

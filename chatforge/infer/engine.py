@@ -153,7 +153,6 @@ class Engine:
         self.seen = torch.zeros(max_batch, cfg.vocab_size, dtype=torch.bool, device=self.device)  # for the penalty
         self.arange = torch.arange(self.max_len, device=self.device)
         self.rows = torch.arange(max_batch, device=self.device)[:, None]
-        self.cos, self.sin = model.rope_cos, model.rope_sin  # for model/gpt.py's apply_rope formula
         with torch.inference_mode():
             self.packed, self.head = pack_weights(model)
             # A forward pass over several cache rows (a batched step or prefill) runs its products on
@@ -383,12 +382,12 @@ class Engine:
         if isinstance(pos, int):
             # Positions shared by all rows: slices of the rope tables and the cache (views and copies,
             # not gathers and index_put), and no mask at all for a prompt from 0 or a single new token.
-            cos, sin = self.cos[pos : pos + T], self.sin[pos : pos + T]
+            cos, sin = m.rope_cos[pos : pos + T], m.rope_sin[pos : pos + T]
             causal = T > 1 and pos == 0
             if T > 1 and pos > 0:
                 mask = self._mask(pos + self.arange[:T], span)
         else:
-            cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
+            cos, sin = m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1)  # (n, 1, T, head_dim)
             mask = self._mask(pos, span).unsqueeze(1)
             # one new position per row: where each (row, kv head) vector goes in a layer's cache seen as
             # (rows * kv heads * positions, head_dim); index_copy_ is ~1.6x faster than index_put here
