@@ -72,10 +72,13 @@ class TokenizerConfig:
 
 @dataclass
 class PretrainConfig:
-    steps: int = 900
+    steps: int = 900  # 0: derived, param_data_ratio x scaling_params(model) / tokens per step
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    batch_tokens: int = 0  # >0: target tokens per optimizer step; grad_accum is derived (and DDP-independent)
+    # tokens per optimizer step. >0: exactly these, grad_accum derived (so DDP-independent); -1: derived from
+    # the model by batch_tokens_for; 0: batch_size x grad_accum x processes rows
+    batch_tokens: int = 0
+    param_data_ratio: float = 10.5  # training tokens per scaling parameter where derived (nanochat's; Chinchilla 20)
     lr: float = 0.0  # AdamW: head and norm weights (embeddings get 10x), and the matrices if matrix_lr=0
     # (0: adamw_lr() of the model's width)
     matrix_lr: float = 0.02  # Muon, hidden matrices (0 = AdamW); best of 0.01/0.02/0.04 for tiny, docs/benchmarks.md
@@ -91,6 +94,13 @@ class PretrainConfig:
     compile: bool = False
     seed: int = 1337
     init_from: str = ""  # a checkpoint directory to continue pretraining from (domain adaptation)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"pretrain.steps must be >0, or 0 (derived from param_data_ratio), got {self.steps}")
+        if self.batch_tokens < -1:
+            raise ValueError(f"pretrain.batch_tokens must be >0 (exact), 0 (batch_size x grad_accum x processes) "
+                             f"or -1 (derived from the depth), got {self.batch_tokens}")
 
 
 @dataclass
@@ -156,11 +166,60 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
                      n_kv_head=n_head)
 
 
+def scaling_params(m: GPTConfig) -> int:
+    """Parameters of the transformer's matrices plus the head, without the embedding and the norms: the count
+    nanochat sizes its training horizon and batch by, because it gives the cleanest scaling laws."""
+    attention = 2 * m.n_embd * m.n_head * m.head_dim + 2 * m.n_embd * m.n_kv_head * m.head_dim  # q, o; k, v
+    mlp = 3 * m.n_embd * m.ffn_dim  # SwiGLU gate, up, down
+    return m.n_layer * (attention + mlp) + m.vocab_size * m.n_embd
+
+
+# The Power Lines rule (Bergsma et al. 2025, arXiv 2505.13738), as nanochat uses it: the optimal tokens per step
+# grow as D^0.383 with the training horizon D in tokens, anchored at nanochat's measured optimum of 2^19 for d12
+# at its compute-optimal horizon (10.5 tokens per scaling parameter). No LR follows the batch (nanochat scales
+# by sqrt(B / 2^19)): our LRs were tuned at tiny's 4096-token batch and nanochat's at 2^19, so a square-root
+# rule anchored at either end contradicts the other's measurements.
+BATCH_REF_TOKENS, BATCH_EXPONENT, RATIO_REF = 2**19, 0.383, 10.5
+
+
+def batch_tokens_for(m: GPTConfig, horizon_tokens: int) -> int:
+    """Tokens per optimizer step for training `m` on `horizon_tokens`, a power of two (rounded in log2). The d12
+    anchor shares `m`'s vocabulary and context, so only the depth and the horizon move the batch."""
+    ref_horizon = RATIO_REF * scaling_params(model_for_depth(12, m.vocab_size, m.seq_len))
+    tokens = BATCH_REF_TOKENS * (horizon_tokens / ref_horizon) ** BATCH_EXPONENT
+    return 2 ** round(math.log2(tokens))
+
+
+def resolve_pretrain(pc: PretrainConfig, m: GPTConfig, world: int) -> PretrainConfig:
+    """`pc` with a derived batch (batch_tokens=-1) and step count (steps=0) filled in for training `m` on `world`
+    processes. Both use the compute-optimal horizon, param_data_ratio x scaling_params, even where the steps are
+    explicit: the batch of a horizon of steps x batch would be circular, and the ratio is the dial to turn."""
+    if (pc.steps == 0 or pc.batch_tokens == -1) and pc.param_data_ratio <= 0:
+        raise ValueError(f"pretrain.param_data_ratio must be > 0 to derive the steps or the batch, "
+                         f"got {pc.param_data_ratio}")
+    horizon = pc.param_data_ratio * scaling_params(m)
+    batch_tokens = batch_tokens_for(m, round(horizon)) if pc.batch_tokens == -1 else pc.batch_tokens
+    micro = pc.batch_size * m.seq_len * world
+    if pc.batch_tokens == -1 and batch_tokens < micro:
+        raise ValueError(f"the batch derived from the depth, {batch_tokens:,} tokens per step, is smaller than one "
+                         f"micro-batch on every process (batch_size x seq_len x processes = {pc.batch_size} x "
+                         f"{m.seq_len} x {world} = {micro:,}); lower pretrain.batch_size or set pretrain.batch_tokens")
+    tokens_per_step = batch_tokens or micro * pc.grad_accum
+    steps = pc.steps or round(horizon / tokens_per_step)
+    if steps < 1:
+        raise ValueError(f"pretrain.param_data_ratio={pc.param_data_ratio} derives {horizon:,.0f} training tokens, "
+                         f"less than half a step of {tokens_per_step:,}; raise it")
+    return dataclasses.replace(pc, batch_tokens=batch_tokens, steps=steps)
+
+
 # depth, vocab, seq_len, then per-section fields. tiny is sized to pretrain in ~7 minutes on a
 # 2-core CPU (bf16 + compile: ~9k tokens/s, 900 steps x 4096 tokens ~ 1 epoch of the sample corpus);
-# its 16 rows a step learned more per token than 32 (docs/benchmarks.md). The GPU presets fix the tokens
-# per step (nanochat's 2^19 at d20) and derive the accumulation from the micro-batch and the number of
-# processes, so a torchrun job of any size trains on the same global batch.
+# its 16 rows a step learned more per token than 32 (docs/benchmarks.md), where the Power Lines rule anchored
+# at d12 would give it 2^16 tokens a step for its 3.7M-token horizon, 16x what was measured best: the CPU
+# presets keep explicit batches and steps. The GPU presets derive both from the depth (batch_tokens=-1, steps=0;
+# resolve_pretrain), and the accumulation from the micro-batch and the number of processes, so a torchrun job
+# of any size trains on the same global batch: d12 on 2^19 tokens x 2,205 steps (its own anchor, 1.16B tokens),
+# d20 on 2^20 x 4,810 (5.04B tokens).
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=64, model=dict(n_embd=64, n_head=2, n_kv_head=2),
                   data=dict(max_docs=300),
@@ -174,11 +233,11 @@ PRESETS: dict[str, dict] = {
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
     "d12": dict(depth=12, vocab=32768, seq_len=1024,
-                pretrain=dict(steps=5000, batch_size=32, batch_tokens=2**18, compile=True,
+                pretrain=dict(steps=0, batch_size=32, batch_tokens=-1, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=32, lr=3e-4, max_len=1024)),
     "d20": dict(depth=20, vocab=65536, seq_len=2048,
-                pretrain=dict(steps=10000, batch_size=16, batch_tokens=2**19, compile=True,
+                pretrain=dict(steps=0, batch_size=16, batch_tokens=-1, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=16, lr=2e-4, max_len=2048)),
 }

@@ -73,6 +73,43 @@ def test_metrics_report_mfu(micro_run):
     assert json.loads((micro_run / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]["mfu"] > 0
 
 
+def test_mfu_keeps_the_best_peak_measured_at_evaluations(micro_run, tmp_path, monkeypatch):
+    # A CPU peak read low at a busy start must not stick: evaluations re-measure and keep the maximum, so a
+    # later, lower reading does not bring it back down either.
+    from chatforge.model.gpt import GPT
+    from chatforge.pretrain import mfu, train
+    from chatforge.runs import open_run
+
+    readings = iter([1e9, 1e11])
+    monkeypatch.setattr(mfu, "measure_matmul_peak", lambda *a, **kw: next(readings, 1e10))
+    run = open_run(fresh_copy(micro_run, tmp_path / "mfu"), overrides={
+        "pretrain.steps": "12", "pretrain.eval_every": "5", "pretrain.sample_tokens": "0"})
+    summary = train.pretrain(run)
+    flops_per_token = GPT(run.config.model).flops_per_token()
+    peaks = [flops_per_token * r["tok_s"] / r["mfu"] for r in read_jsonl(run.path / "metrics" / "pretrain.jsonl")]
+    assert len(peaks) == 12
+    assert all(0.9e9 < p < 1.1e9 for p in peaks[:4])  # the start's reading until the first evaluation (step 5)
+    assert all(0.9e11 < p < 1.1e11 for p in peaks[4:])  # step 5 on: 1e11, and the later 1e10 readings lose
+    assert 0.9e11 < flops_per_token * summary["tok_s"] / summary["mfu"] < 1.1e11
+
+
+def test_depth_derives_the_batch_and_the_steps(micro_run, tmp_path):
+    # micro's scaling parameters: 4 x 64^2 attention + 3 x 64 x 192 SwiGLU + 512 x 64 head = 86,016; its d12 anchor
+    # (vocab 512): 12 x (4 x 768^2 + 3 x 768 x 2048) + 512 x 768 = 85,327,872. At 1 token per parameter the batch is
+    # 2^19 x (86,016 / (10.5 x 85,327,872))^0.383 = 15,163 tokens -> 2^14, and the steps 86,016 / 2^14 = 5.25 -> 5.
+    run = fresh_copy(micro_run, tmp_path / "derived")
+    out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.steps=0", "--pretrain.batch_tokens=-1",
+                    "--pretrain.param_data_ratio=1", "--pretrain.eval_every=1000")
+    assert "16,384 tokens/step (derived from depth) (1 x 32 x 8 x 64), 5 steps (derived from depth)" in out.stdout
+    assert len(read_jsonl(run / "metrics" / "pretrain.jsonl")) == 5
+    metrics = json.loads((run / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]
+    assert (metrics["steps"], metrics["tokens"]) == (5, 5 * 2**14)
+    # an explicit batch keeps its own size and says nothing about depth; the steps follow it: 86,016 / 4096 = 21
+    out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.steps=0", "--pretrain.batch_tokens=4096",
+                    "--pretrain.param_data_ratio=1", "--pretrain.eval_every=1000")
+    assert "4,096 tokens/step (1 x 8 x 8 x 64), 21 steps (derived from depth)" in out.stdout
+
+
 def test_evaluations_log_greedy_samples_of_the_fixed_prompts(micro_run):
     from chatforge.pretrain.train import SAMPLE_PROMPTS
 
@@ -144,6 +181,11 @@ def test_nan_guard_is_one_line_on_the_cli(micro_run, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--model.n_head=3"], "not divisible by n_head"),
     (["--pretrain.batch_tokens=1000"], "not a multiple of batch_size x seq_len"),
+    (["--pretrain.batch_tokens=-2"], "pretrain.batch_tokens must be"),
+    (["--pretrain.steps=0", "--pretrain.param_data_ratio=0"], "param_data_ratio must be > 0"),
+    # micro at 0.01 tokens per parameter derives 2^11 tokens per step; one micro-batch of 64 rows is 4096
+    (["--pretrain.batch_tokens=-1", "--pretrain.param_data_ratio=0.01", "--pretrain.batch_size=64"],
+     "smaller than one micro-batch"),
     (["--pretrain.batch_size=100000"], "larger than the training split"),
     (["--pretrain.init_from=/nonexistent"], "no checkpoint"),
     (["--pretrain.dtype=float16"], "dtype must be"),

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from chatforge.config import adamw_lr
+from chatforge.config import adamw_lr, resolve_pretrain
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.gpt import GPT
@@ -164,6 +164,7 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         run.config.model = model.cfg
         run.save()
     seq_len = model.cfg.seq_len
+    pc = resolve_pretrain(pc, model.cfg, world)  # the batch and steps derived from the model actually trained
     grad_accum = grad_accum_steps(pc, seq_len, world)
     rows_per_step = pc.batch_size * grad_accum * world
     if rows_per_step > len(train.grid(seq_len, tok.bos_id)):
@@ -184,8 +185,11 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
     flops_per_token = model.flops_per_token()
     peak = peak_flops(device, dtype)
     if master:
-        print(f"pretrain: {model.num_params():,} parameters, {tokens_per_step:,} tokens/step "
-              f"({world} x {grad_accum} x {pc.batch_size} x {seq_len}), {pc.steps} steps, device {device}, "
+        asked, derived = run.config.pretrain, " (derived from depth)"
+        print(f"pretrain: {model.num_params():,} parameters, "
+              f"{tokens_per_step:,} tokens/step{derived if asked.batch_tokens == -1 else ''} "
+              f"({world} x {grad_accum} x {pc.batch_size} x {seq_len}), "
+              f"{pc.steps:,} steps{derived if asked.steps == 0 else ''}, device {device}, "
               f"{'bf16 autocast' if dtype else 'fp32'}{', compiled' if pc.compile else ''}, "
               f"{f'Muon (lr {pc.matrix_lr:g}) + ' if pc.matrix_lr else ''}AdamW (lr {lr:.3g}), "
               f"peak {peak / 1e12:.3g} TFLOP/s")
@@ -237,11 +241,14 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         dt = dt.item()
         elapsed += dt
         tok_s = tokens_per_step / dt
+        last = step == pc.steps or (budget and elapsed >= budget)
+        evaluating = master and (step % pc.eval_every == 0 or last)
+        if evaluating:  # a quick re-measure, off the clock, so a peak read low at a busy start does not stick
+            peak = peak_flops(device, dtype, best=peak, repeats=3)
         row = dict(step=step, loss=round(loss_value, 4), lr_mult=round(mult, 4), grad_norm=round(grad_norm, 4),
                    tok_s=round(tok_s), mfu=round(flops_per_token * tok_s / world / peak, 4),
                    elapsed=round(elapsed, 2))
-        last = step == pc.steps or (budget and elapsed >= budget)
-        if master and (step % pc.eval_every == 0 or last):
+        if evaluating:
             bpb = val_bpb()
             row["val_bpb"] = round(bpb, 4)
             if pc.sample_tokens:
@@ -265,9 +272,7 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         bpb = val_bpb()
     print(f"pretrain: val bpb {bpb:.4f} (unigram baseline {baseline:.4f}) after {step} steps, {elapsed:.0f}s")
     tok_s = step * tokens_per_step / max(elapsed, 1e-9)
-    # On a CPU the peak is measured: a momentary dip at the start once read half the machine's (MFU "80%"
-    # in a demo run), so the summary takes the better of the start and the end.
-    peak = max(peak, peak_flops(device, dtype))
+    peak = peak_flops(device, dtype, best=peak)  # a full measurement: the best of it, the start and the evaluations
     return {"steps": step, "val_bpb": round(bpb, 4), "unigram_bpb": round(baseline, 4),
             "train_seconds": round(elapsed, 1), "tokens": step * tokens_per_step, "params": model.num_params(),
             "tok_s": round(tok_s), "mfu": round(flops_per_token * tok_s / world / peak, 4), "processes": world}
