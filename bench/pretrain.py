@@ -223,7 +223,7 @@ def main() -> None:
     print(f"bench/pretrain: {threads} threads, {'bf16 autocast' if dtype else 'fp32'}, compile {compile_}, "
           f"{data.grad_accum} x {data.batch_size} x {data.seq_len} tokens per step, budget {budget:.0f}s per model")
 
-    readings = []
+    readings: list[float] = []
 
     def measured_peak(repeats: int = 3 if args.quick else 10) -> float:
         readings.append(measure_matmul_peak("cpu", dtype or torch.float32, repeats=repeats))
