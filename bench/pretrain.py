@@ -2,7 +2,7 @@
 
 - peak: the best bf16 (n x n) matmul FLOP/s measured here, the ceiling MFU is quoted against: read before,
   after, and at every evaluation during the run (off both clocks), and the best reading taken. On this shared
-  2-core VM single readings ranged 188-210 GFLOP/s between runs, which alone moved MFU by +-5%.
+  2-core VM single readings ranged 188-218 GFLOP/s, which alone moves MFU by up to +-7%.
 - learning speed: chatforge's tiny preset model (Llama-style, Muon + AdamW) and the reference each
   train for the same budget of training time on the same rows (same order, the tiny preset's
   tokens per step), stepped in turn so the shared machine's load falls on both alike, each with its
