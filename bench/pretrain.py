@@ -39,13 +39,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatforge.config import adamw_lr, make_config
+from chatforge.config import adamw_lr, make_config, resolve_pretrain
 from chatforge.eval.bpb import evaluate_bpb
 from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory
 from chatforge.pretrain.mfu import measure_matmul_peak
-from chatforge.pretrain.train import grad_accum_steps, lr_multiplier
+from chatforge.pretrain.train import lr_multiplier
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position
 
@@ -216,7 +216,7 @@ def main() -> None:
     dtype = autocast_dtype("auto", "cpu")
     data = SimpleNamespace(train=TokenShards(run_dir / "tokens", "train"), val=TokenShards(run_dir / "tokens", "val"),
                            seed=pc.seed, batch_size=pc.batch_size, seq_len=cfg.model.seq_len, bos=tok.bos_id,
-                           grad_accum=grad_accum_steps(pc, cfg.model.seq_len, 1),
+                           grad_accum=resolve_pretrain(pc, cfg.model, 1).grad_accum,
                            byte_lengths=torch.tensor(tok.byte_lengths()),
                            eval_tokens=16_384 if args.quick else pc.eval_tokens)
     threads = torch.get_num_threads()

@@ -191,25 +191,33 @@ def batch_tokens_for(m: GPTConfig, horizon_tokens: int) -> int:
 
 
 def resolve_pretrain(pc: PretrainConfig, m: GPTConfig, world: int) -> PretrainConfig:
-    """`pc` with a derived batch (batch_tokens=-1) and step count (steps=0) filled in for training `m` on `world`
-    processes. Both use the compute-optimal horizon, param_data_ratio x scaling_params, even where the steps are
-    explicit: the batch of a horizon of steps x batch would be circular, and the ratio is the dial to turn."""
+    """`pc` resolved for training `m` on `world` processes: batch_tokens the exact tokens per step (derived where
+    it is -1, batch_size x grad_accum x processes rows where 0), grad_accum the micro-batches each process runs
+    per step to make it, steps derived where 0. Derived batches and steps both use the compute-optimal horizon,
+    param_data_ratio x scaling_params, even where the steps are explicit: the batch of a horizon of steps x batch
+    would be circular, and the ratio is the dial to turn."""
     if (pc.steps == 0 or pc.batch_tokens == -1) and pc.param_data_ratio <= 0:
         raise ValueError(f"pretrain.param_data_ratio must be > 0 to derive the steps or the batch, "
                          f"got {pc.param_data_ratio}")
     horizon = pc.param_data_ratio * scaling_params(m)
-    batch_tokens = batch_tokens_for(m, round(horizon)) if pc.batch_tokens == -1 else pc.batch_tokens
     micro = pc.batch_size * m.seq_len * world
-    if pc.batch_tokens == -1 and batch_tokens < micro:
-        raise ValueError(f"the batch derived from the depth, {batch_tokens:,} tokens per step, is smaller than one "
-                         f"micro-batch on every process (batch_size x seq_len x processes = {pc.batch_size} x "
-                         f"{m.seq_len} x {world} = {micro:,}); lower pretrain.batch_size or set pretrain.batch_tokens")
-    tokens_per_step = batch_tokens or micro * pc.grad_accum
-    steps = pc.steps or round(horizon / tokens_per_step)
+    if pc.batch_tokens == -1:
+        batch_tokens = batch_tokens_for(m, round(horizon))
+        if batch_tokens < micro:
+            raise ValueError(f"the batch derived from the depth, {batch_tokens:,} tokens per step, is smaller than "
+                             f"one micro-batch on every process (batch_size x seq_len x processes = {pc.batch_size} "
+                             f"x {m.seq_len} x {world} = {micro:,}); lower pretrain.batch_size or set "
+                             f"pretrain.batch_tokens")
+    else:
+        batch_tokens = pc.batch_tokens or micro * pc.grad_accum
+    if batch_tokens % micro:
+        raise ValueError(f"pretrain.batch_tokens={batch_tokens} is not a multiple of batch_size x seq_len x "
+                         f"processes = {pc.batch_size} x {m.seq_len} x {world} = {micro}")
+    steps = pc.steps or round(horizon / batch_tokens)
     if steps < 1:
         raise ValueError(f"pretrain.param_data_ratio={pc.param_data_ratio} derives {horizon:,.0f} training tokens, "
-                         f"less than half a step of {tokens_per_step:,}; raise it")
-    return dataclasses.replace(pc, batch_tokens=batch_tokens, steps=steps)
+                         f"less than half a step of {batch_tokens:,}; raise it")
+    return dataclasses.replace(pc, batch_tokens=batch_tokens, grad_accum=batch_tokens // micro, steps=steps)
 
 
 # depth, vocab, seq_len, then per-section fields. tiny is sized to pretrain in ~7 minutes on a

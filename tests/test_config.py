@@ -68,13 +68,11 @@ def test_model_config_rejects_inconsistent_heads():
 
 
 def test_gpu_presets_keep_their_global_batch_under_torchrun():
-    from chatforge.pretrain.train import grad_accum_steps
     for preset, tokens in (("d12", 2**19), ("d20", 2**20)):
         cfg = make_config(preset)
         for world in (1, 2, 4, 8):
             pc = resolve_pretrain(cfg.pretrain, cfg.model, world)
-            accum = grad_accum_steps(pc, cfg.model.seq_len, world)
-            assert accum * pc.batch_size * cfg.model.seq_len * world == tokens
+            assert pc.grad_accum * pc.batch_size * cfg.model.seq_len * world == tokens
 
 
 @pytest.mark.parametrize("cfg", [GPTConfig(vocab_size=512, n_layer=2, n_embd=128, n_head=4, n_kv_head=4),
@@ -142,7 +140,9 @@ def test_cpu_presets_keep_their_explicit_batch_and_steps(preset, steps, batch_si
     cfg = make_config(preset)
     assert (cfg.pretrain.steps, cfg.pretrain.batch_size, cfg.pretrain.grad_accum, cfg.pretrain.batch_tokens) == (
         steps, batch_size, 1, 0)
-    assert resolve_pretrain(cfg.pretrain, cfg.model, 1) == cfg.pretrain
+    # resolved, only the tokens per step are written out: the same rows, the same steps
+    expected = dataclasses.replace(cfg.pretrain, batch_tokens=batch_size * cfg.model.seq_len)
+    assert resolve_pretrain(cfg.pretrain, cfg.model, 1) == expected
 
 
 def test_bad_ratio_or_batch_tokens_say_what_is_wrong():

@@ -202,7 +202,7 @@ def hf_run(tok, tmp_path_factory):
 
 
 def test_continued_pretraining_from_an_hf_model(hf_run, tok):
-    from chatforge.pretrain.train import grad_accum_steps
+    from chatforge.config import resolve_pretrain
     from chatforge.runs import open_run
     from chatforge.tokenizer.bpe import load_tokenizer
     from chatforge.tokenizer.shards import TokenShards, row_position
@@ -216,9 +216,9 @@ def test_continued_pretraining_from_an_hf_model(hf_run, tok):
     cfg = open_run(run, save=False).config
     assert cfg.model == dataclasses.replace(model.cfg, mlp_hidden=model.cfg.ffn_dim)
     pc, seq_len = cfg.pretrain, cfg.model.seq_len
+    grad_accum = resolve_pretrain(pc, cfg.model, 1).grad_accum
     x, y = TokenShards(run / "tokens", "train").batch(
-        pc.seed, row_position(0, 0, grad_accum_steps(pc, seq_len, 1), pc.batch_size), pc.batch_size, seq_len,
-        tok.bos_id)
+        pc.seed, row_position(0, 0, grad_accum, pc.batch_size), pc.batch_size, seq_len, tok.bos_id)
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     with torch.no_grad():
         logits = hf(torch.from_numpy(x)).logits

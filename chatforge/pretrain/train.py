@@ -81,17 +81,6 @@ def init_distributed() -> tuple[int, int, str]:
     return dist.get_rank(), world, device
 
 
-def grad_accum_steps(pc, seq_len: int, world: int) -> int:
-    """Micro-batches per optimizer step: `grad_accum`, or derived from the target `batch_tokens`."""
-    if not pc.batch_tokens:
-        return pc.grad_accum
-    micro = pc.batch_size * seq_len * world
-    if pc.batch_tokens % micro:
-        raise ValueError(f"pretrain.batch_tokens={pc.batch_tokens} is not a multiple of batch_size x seq_len x "
-                         f"processes = {pc.batch_size} x {seq_len} x {world} = {micro}")
-    return pc.batch_tokens // micro
-
-
 def initial_model(run, tok, device: str) -> GPT:
     """A fresh model from the run's config, or `pretrain.init_from`'s weights (continued pretraining on
     this run's data, e.g. domain adaptation), which must share this run's tokenizer. The source is a chatforge
@@ -165,8 +154,8 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         run.save()
     seq_len = model.cfg.seq_len
     pc = resolve_pretrain(pc, model.cfg, world)  # the batch and steps derived from the model actually trained
-    grad_accum = grad_accum_steps(pc, seq_len, world)
-    rows_per_step = pc.batch_size * grad_accum * world
+    grad_accum, tokens_per_step = pc.grad_accum, pc.batch_tokens
+    rows_per_step = tokens_per_step // seq_len
     if rows_per_step > len(train.grid(seq_len, tok.bos_id)):
         raise ValueError(f"one step's batch ({rows_per_step} rows of {seq_len} tokens) is larger than the "
                          f"training split ({len(train.grid(seq_len, tok.bos_id))} rows); lower the batch")
@@ -181,7 +170,6 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
     if world > 1:  # DDP averages gradients across ranks during backward
         fwd = DistributedDataParallel(fwd, device_ids=[torch.device(device).index] if device != "cpu" else None)
 
-    tokens_per_step = rows_per_step * seq_len
     flops_per_token = model.flops_per_token()
     peak = peak_flops(device, dtype)
     if master:
