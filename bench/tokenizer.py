@@ -102,11 +102,13 @@ def measure(kind: str, threads: int, corpus: Path, vocab: int, tok_dir: Path) ->
     texts = pq.read_table(corpus).column("text").to_pylist()
     if kind == "train_chatforge":
         from chatforge.tokenizer.bpe import train_tokenizer
+        from chatforge.tokenizer.hf import save_hf_tokenizer
 
         t0 = time.perf_counter()
         tok = train_tokenizer(texts, vocab)
         seconds = time.perf_counter() - t0
         tok.save(tok_dir)
+        save_hf_tokenizer(tok, tok_dir / "tokenizer.json")
         return seconds
     if kind == "train_rustbpe":
         import rustbpe

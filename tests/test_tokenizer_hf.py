@@ -2,6 +2,7 @@ import glob
 import importlib.util
 import json
 import random
+from pathlib import Path
 
 import pytest
 import tiktoken
@@ -115,3 +116,14 @@ def test_save_writes_loadable_json(tok, tmp_path):
     hf = tokenizers.Tokenizer.from_file(str(path))
     text = "Shares in the bank rose 3.5% on Tuesday."
     assert hf_ids(hf, text) == tok.encode(text)
+
+
+def test_bpe_does_not_import_the_hf_converter():
+    """hf.py builds on bpe.py, never the other way: the tokenizer package has no import cycle."""
+    import ast
+
+    import chatforge.tokenizer.bpe as bpe
+
+    tree = ast.parse(Path(bpe.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "chatforge.tokenizer.hf" not in imported

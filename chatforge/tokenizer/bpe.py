@@ -80,7 +80,8 @@ class Tokenizer:
         return [0 if i in specials else len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
 
     def save(self, out_dir: Path) -> None:
-        """tokenizer.tiktoken (ranks), special_tokens.json (+ split pattern), tokenizer.json (HF, same ids)."""
+        """tokenizer.tiktoken (ranks) and special_tokens.json (+ split pattern); hf.save_hf_tokenizer writes the
+        same ids as a Hugging Face tokenizer.json."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ranks = sorted(self.enc._mergeable_ranks.items(), key=lambda kv: kv[1])
@@ -88,9 +89,6 @@ class Tokenizer:
         (out_dir / "tokenizer.tiktoken").write_text("".join(lines))
         meta = {"pattern": self.enc._pat_str, "special_tokens": self.enc._special_tokens}
         (out_dir / "special_tokens.json").write_text(json.dumps(meta, indent=2) + "\n")
-        from chatforge.tokenizer.hf import save_hf_tokenizer  # hf.py builds on this module
-
-        save_hf_tokenizer(self, out_dir / "tokenizer.json")
 
 
 def _encoding(ranks: dict[bytes, int], pattern: str) -> tiktoken.Encoding:

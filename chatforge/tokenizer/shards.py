@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer, train_tokenizer
-from chatforge.tokenizer.hf import load_hf_tokenizer
+from chatforge.tokenizer.hf import load_hf_tokenizer, save_hf_tokenizer
 
 MAGIC = b"CFTOKENS"
 VERSION = 1
@@ -274,6 +274,7 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
         except ValueError as e:
             raise ValueError(f"{data_dir / 'train'}: {e}") from None
     tok.save(run.path / "tokenizer")
+    save_hf_tokenizer(tok, run.path / "tokenizer" / "tokenizer.json")
     workers = cfg.workers or os.cpu_count() or 1
     out: dict = {"vocab_size": tok.vocab_size}
     for split in ("train", "val"):
