@@ -10,7 +10,7 @@ is what made datatrove's version slow (most of its time per document was spent t
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from itertools import filterfalse
 from operator import methodcaller
@@ -20,11 +20,6 @@ import numpy as np
 
 from chatforge.data.readers import Document
 
-# Words as spaCy's English tokenizer cuts them, which is what the Gopher ratios were measured with:
-# text splits at whitespace; punctuation at either end of a chunk comes off a character at a time
-# ("..." whole); contractions split ("do" "n't", "it" "'s"); a hyphen between letters is a token of its
-# own; whatever is left stays one token ("os.path.join", "/etc", "449,603"). Plain Python on chunks,
-# no model: 100x faster than spaCy and agreeing with it on the Gopher thresholds (docs/benchmarks.md).
 _PRE = "\"'([{<*“‘«¿¡$£€§#_"
 _SUF = "\"')]}>.,:;!?%”’»*([_="
 _CONTRACTION = re.compile(r"(?i)^(.+?)(n['’]t|['’](?:s|re|ll|ve|d|m))$")
@@ -67,6 +62,10 @@ def _cut(chunk: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4)  # the Gopher rules run back to back on the same text: cut it into words once
 def words(text: str) -> tuple[str, ...]:
+    """Words as spaCy's English tokenizer cuts them, which FineWeb measured the Gopher ratios with: text
+    splits at whitespace; punctuation at either end of a chunk comes off a character at a time ("..."
+    whole); contractions split ("do" "n't"); a hyphen between letters is a token of its own; the rest stays
+    one token ("os.path.join", "449,603"). Plain Python, no model: 100x faster than spaCy."""
     out: list[str] = []
     append, extend = out.append, out.extend
     for chunk in text.split():
@@ -241,137 +240,204 @@ def repeated_ngram_chars(repeats: np.ndarray, gram_chars: np.ndarray, n: int) ->
     return chars
 
 
-# Gopher Table A1: repetition limits (fraction of the document).
-TOP_NGRAM_FRAC = ((2, 0.20), (3, 0.18), (4, 0.16))
-DUP_NGRAM_FRAC = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+def ngram_chars(ws: tuple[str, ...], top_ns: Iterable[int], max_n: int) -> Iterator[tuple[int, int]]:
+    """For n = 2 .. max_n, lazily: (n, characters) where characters are those of the most frequent n-gram
+    (joined by spaces, times its count) for n in `top_ns`, else those of all repeated n-grams (once each)."""
+    # Words become ids (their str hash: C, cached on the string) and n-grams 64-bit keys, so the 9 n-gram
+    # passes are numpy work: 10x faster than joining strings (0.25 s -> 0.02 s on a 130 kB play).
+    ids = np.fromiter(map(hash, ws), dtype=np.int64, count=len(ws))
+    cum = np.concatenate([[0], np.cumsum(np.fromiter(map(len, ws), dtype=np.int64, count=len(ws)))])
+    for n, first_top, top, repeats in ngram_repeats(ids, max_n):
+        if n in top_ns:
+            yield n, int(cum[first_top + n] - cum[first_top] + n - 1) * top
+        else:
+            yield n, repeated_ngram_chars(repeats, cum[n:] - cum[:-n], n)
+
+
+def paragraphs_and_lines(text: str) -> tuple[list[str], list[str]]:
+    """Paragraphs split at 2+ newlines, lines at 1+ (empty lines merge with their neighbours), as Gopher cuts."""
+    # str.split is 5x faster than the regexes, which only run on a text with a run of 3 newlines
+    # (normalise leaves none).
+    stripped = text.strip()
+    paragraphs = stripped.split("\n\n") if "\n\n\n" not in stripped else _PARAGRAPHS.split(stripped)
+    lines = text.split("\n")
+    if len(lines) > 2:
+        lines = [lines[0], *filter(None, lines[1:-1]), lines[-1]]
+    return paragraphs, lines
+
+
+# Gopher's repetition removal (Rae et al. 2021, Appendix A, Table A1), as FineWeb applies it.
+GOPHER_MAX_DUP_PARA_FRAC = 0.3  # paragraphs that repeat an earlier one
+GOPHER_MAX_DUP_PARA_CHAR_FRAC = 0.2  # characters in those paragraphs
+GOPHER_MAX_DUP_LINE_FRAC = 0.3
+GOPHER_MAX_DUP_LINE_CHAR_FRAC = 0.2
+GOPHER_MAX_TOP_NGRAM_CHAR_FRAC = {2: 0.20, 3: 0.18, 4: 0.16}  # characters of the most frequent n-gram
+GOPHER_MAX_DUP_NGRAM_CHAR_FRAC = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}  # in repeated n-grams
 
 
 def gopher_repetition(doc: Document) -> str | None:
-    """Gopher's repetition rules. Words become integer ids and n-grams 64-bit keys, so the 9 n-gram
-    passes are numpy work: 10x faster than joining strings (0.25 s -> 0.02 s on a 130 kB play)."""
     text = doc.text
     if not text:
         return "empty"
-    # Paragraphs split at 2+ newlines, lines at 1+: str.split does it 5x faster than the regexes
-    # (which now only run on a text with a run of 3 newlines; normalise leaves none).
-    stripped = text.strip()
-    paragraphs = stripped.split("\n\n") if "\n\n\n" not in stripped else _PARAGRAPHS.split(stripped)
+    paragraphs, lines = paragraphs_and_lines(text)
+    # Many repeated paragraphs or lines: boilerplate, or text that loops.
     n, chars = duplicates(paragraphs)
-    if n / len(paragraphs) > 0.3:
+    if n / len(paragraphs) > GOPHER_MAX_DUP_PARA_FRAC:
         return "gopher_dup_para_frac"
-    if chars / len(text) > 0.2:
+    if chars / len(text) > GOPHER_MAX_DUP_PARA_CHAR_FRAC:
         return "gopher_dup_para_char_frac"
-    lines = text.split("\n")
-    if len(lines) > 2:  # empty lines between newlines merge with their neighbours (a run of \n is one cut)
-        lines = [lines[0], *filter(None, lines[1:-1]), lines[-1]]
     n, chars = duplicates(lines)
-    if n / len(lines) > 0.3:
+    if n / len(lines) > GOPHER_MAX_DUP_LINE_FRAC:
         return "gopher_dup_line_frac"
-    if chars / len(text) > 0.2:
+    if chars / len(text) > GOPHER_MAX_DUP_LINE_CHAR_FRAC:
         return "gopher_dup_line_char_frac"
-    ws = words(text)
-    # A word's id is its str hash (C, cached on the string; equal words, equal ids within this process):
-    # 2x cheaper than numbering a vocabulary, and 64-bit collisions are as rare as the n-gram keys'.
-    ids = np.fromiter(map(hash, ws), dtype=np.int64, count=len(ws))
-    cum = np.concatenate([[0], np.cumsum(np.fromiter(map(len, ws), dtype=np.int64, count=len(ws)))])
-    top_frac, dup_frac = dict(TOP_NGRAM_FRAC), dict(DUP_NGRAM_FRAC)
-    for n, first_top, top, repeats in ngram_repeats(ids, max(dup_frac)):
-        if n in top_frac:
-            gram_len = cum[first_top + n] - cum[first_top] + n - 1  # the n-gram joined by spaces
-            if gram_len * top / len(text) > top_frac[n]:
-                return f"gopher_top_{n}_gram"
-        elif repeated_ngram_chars(repeats, cum[n:] - cum[:-n], n) / len(text) > dup_frac[n]:
+    # One short n-gram (2-4 words) covering much of the text, or many characters in repeated longer ones.
+    top_frac, dup_frac = GOPHER_MAX_TOP_NGRAM_CHAR_FRAC, GOPHER_MAX_DUP_NGRAM_CHAR_FRAC
+    for n, chars in ngram_chars(words(text), top_frac, max(dup_frac)):
+        if n in top_frac and chars / len(text) > top_frac[n]:
+            return f"gopher_top_{n}_gram"
+        if n in dup_frac and chars / len(text) > dup_frac[n]:
             return f"gopher_duplicated_{n}_grams"
     return None
 
 
-STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
-_BULLET_START = methodcaller("startswith", ("•", "-"))
-_ELLIPSIS_END = methodcaller("endswith", ("...", "…"))
+def word_counts(ws: tuple[str, ...]) -> tuple[int, int, int]:
+    """(words with a letter or digit, their total length, words with a letter): the counts Gopher's
+    ratios need, where a word of punctuation only ("," "...") is not a word."""
+    # Each distinct word that is not all letters and digits ("," "(" "os.path.join") is looked at once,
+    # char by char; Counter and filterfalse run in C: 1.6x faster than a generator over every word.
+    punct = {w: k for w, k in Counter(filterfalse(str.isalnum, ws)).items() if not any(map(str.isalnum, w))}
+    n_real = len(ws) - sum(punct.values())
+    real_chars = sum(map(len, ws)) - sum(len(w) * k for w, k in punct.items())
+    no_alpha = sum(k for w, k in Counter(filterfalse(str.isalpha, ws)).items() if not any(map(str.isalpha, w)))
+    return n_real, real_chars, len(ws) - no_alpha
+
+
+def line_fraction(lines: list[str], test: Callable[[str], bool]) -> float:
+    return sum(map(test, lines)) / len(lines)
+
+
+def _bullet(line: str) -> bool:
+    return line.lstrip().startswith(("•", "-"))
+
+
+def _ellipsis_end(line: str) -> bool:
+    return line.rstrip().endswith(("...", "…"))
+
+
+# Gopher's quality filter (Rae et al. 2021, Appendix A, "Quality filtering"), as FineWeb applies it.
+GOPHER_MIN_WORDS, GOPHER_MAX_WORDS = 50, 100_000
+GOPHER_MIN_MEAN_WORD_LEN, GOPHER_MAX_MEAN_WORD_LEN = 3, 10
+GOPHER_MAX_SYMBOL_WORD_RATIO = 0.1  # '#' per word, and ellipses per word
+GOPHER_MAX_BULLET_LINES = 0.9
+GOPHER_MAX_ELLIPSIS_END_LINES = 0.3
+GOPHER_MIN_ALPHA_WORDS = 0.8
+GOPHER_STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
+GOPHER_MIN_STOP_WORDS = 2
 
 
 def gopher_quality(doc: Document) -> str | None:
     text = doc.text
     ws = words(text)
-    if not ws:
+    n_words, word_chars, alpha_words = word_counts(ws)
+    # Between 50 and 100,000 words.
+    if n_words < GOPHER_MIN_WORDS:
         return "gopher_short_doc"
-    # Each distinct word that is not all letters and digits ("," "(" "os.path.join") is looked at once,
-    # char by char; Counter and filterfalse run in C: 1.6x faster than a generator over every word.
-    punct = {w: k for w, k in Counter(filterfalse(str.isalnum, ws)).items() if not any(map(str.isalnum, w))}
-    n_real = len(ws) - sum(punct.values())  # words with a letter or digit, not punctuation only
-    if n_real < 50:
-        return "gopher_short_doc"
-    if n_real > 100_000:
+    if n_words > GOPHER_MAX_WORDS:
         return "gopher_long_doc"
-    mean_len = (sum(map(len, ws)) - sum(len(w) * k for w, k in punct.items())) / n_real
-    if mean_len < 3:
+    # A mean word length of 3 to 10 characters.
+    if word_chars / n_words < GOPHER_MIN_MEAN_WORD_LEN:
         return "gopher_below_avg_word_length"
-    if mean_len > 10:
+    if word_chars / n_words > GOPHER_MAX_MEAN_WORD_LEN:
         return "gopher_above_avg_word_length"
-    if text.count("#") / len(ws) > 0.1:
+    # A symbol-to-word ratio below 0.1, for the hash symbol and for the ellipsis.
+    if text.count("#") / len(ws) > GOPHER_MAX_SYMBOL_WORD_RATIO:
         return "gopher_too_many_hashes"
-    if (text.count("...") + text.count("…")) / len(ws) > 0.1:
+    if (text.count("...") + text.count("…")) / len(ws) > GOPHER_MAX_SYMBOL_WORD_RATIO:
         return "gopher_too_many_ellipsis"
+    # At most 90% of lines starting with a bullet point, at most 30% ending with an ellipsis.
     lines = text.splitlines()
-    if sum(map(_BULLET_START, map(str.lstrip, lines))) / len(lines) > 0.9:
+    if line_fraction(lines, _bullet) > GOPHER_MAX_BULLET_LINES:
         return "gopher_too_many_bullets"
-    if sum(map(_ELLIPSIS_END, map(str.rstrip, lines))) / len(lines) > 0.3:
+    if line_fraction(lines, _ellipsis_end) > GOPHER_MAX_ELLIPSIS_END_LINES:
         return "gopher_too_many_end_ellipsis"
-    no_alpha = sum(k for w, k in Counter(filterfalse(str.isalpha, ws)).items() if not any(map(str.isalpha, w)))
-    if (len(ws) - no_alpha) / len(ws) < 0.8:
+    # At least 80% of words with an alphabetic character.
+    if alpha_words / len(ws) < GOPHER_MIN_ALPHA_WORDS:
         return "gopher_below_alpha_threshold"
-    if sum(map(STOP_WORDS.__contains__, ws)) < 2:
+    # At least two of eight English stop words: a sign of running text, not a word list.
+    if sum(map(GOPHER_STOP_WORDS.__contains__, ws)) < GOPHER_MIN_STOP_WORDS:
         return "gopher_enough_stop_words"
     return None
 
 
+# C4's line and page rules (Raffel et al. 2020, Section 2.2), as FineWeb applies them: lines without
+# terminal punctuation are kept, FineWeb's own rules below judge those instead.
+C4_MAX_WORD_CHARS = 1000
+C4_MIN_LINE_WORDS = 3
+C4_MIN_SENTENCES = 5
+C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 _SENTENCE_END = re.compile(r"[.!?…。！？]+(?:\s|$)")
-POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
 def c4_quality(doc: Document) -> str | None:
-    """C4's line rules (drop lines with javascript, cookie/policy notices, words over 1000 chars, fewer than
-    3 words; citation marks removed) and document rules (lorem ipsum, '{', fewer than 5 sentences). As in
-    FineWeb, lines without terminal punctuation are kept: the FineWeb rules below judge that instead."""
     kept: list[str] = []
     sentences = 0
     for line in doc.text.splitlines():
         line = line.strip()
         ws = line.split()
-        if any(len(w) > 1000 for w in ws):
+        # Lines with a word over 1,000 characters go (minified code, base64), as do citation marks.
+        if any(len(w) > C4_MAX_WORD_CHARS for w in ws):
             continue
         if "[" in line:
             line = _CITATION.sub("", line)
-        if len(ws) < 3:
+        # Lines of fewer than 3 words go: menus, buttons, captions.
+        if len(ws) < C4_MIN_LINE_WORDS:
             continue
+        # A page with "lorem ipsum" is placeholder text.
         low = line.lower()
         if "lorem ipsum" in low:
             return "c4_lorem_ipsum"
+        # Lines that mention javascript go (a "please enable JavaScript" warning).
         if "javascript" in low:
             continue
+        # A page with a curly bracket is code.
         if "{" in line:
             return "c4_curly_bracket"
-        if any(p in low for p in POLICY):
+        # Cookie and policy notices go.
+        if any(p in low for p in C4_POLICY):
             continue
         sentences += len(_SENTENCE_END.findall(line)) + (not line.endswith(TERMINAL))
         kept.append(line)
-    if sentences < 5:
+    # A page needs 5 sentences.
+    if sentences < C4_MIN_SENTENCES:
         return "c4_too_few_sentences"
     doc.text = "\n".join(kept)
     return None
+
+
+# FineWeb's own rules (Penedo et al. 2024, Section 3.6), chosen where they removed more bad text than good.
+FINEWEB_MIN_PUNCT_LINES = 0.12
+FINEWEB_SHORT_LINE_CHARS = 30
+FINEWEB_MAX_SHORT_LINES = 0.67
+FINEWEB_MAX_DUP_LINE_CHARS = 0.01
+FINEWEB_MAX_NEWLINES_PER_WORD = 0.3
 
 
 def fineweb_quality(doc: Document) -> str | None:
     lines = [ln for ln in doc.text.split("\n") if ln.strip()]
     if not lines:
         return "empty"
-    if sum(ln.endswith(TERMINAL) for ln in lines) / len(lines) < 0.12:
+    # At least 12% of lines ending in terminal punctuation.
+    if line_fraction(lines, methodcaller("endswith", TERMINAL)) < FINEWEB_MIN_PUNCT_LINES:
         return "fineweb_line_punct_ratio"
-    if sum(len(ln) <= 30 for ln in lines) / len(lines) > 0.67:
+    # At most 67% of lines of 30 characters or fewer.
+    if line_fraction(lines, lambda ln: len(ln) <= FINEWEB_SHORT_LINE_CHARS) > FINEWEB_MAX_SHORT_LINES:
         return "fineweb_short_line_ratio"
-    if duplicates(lines)[1] / max(1, len(doc.text.replace("\n", ""))) > 0.01:
+    # At most 1% of the characters (newlines aside) in lines that repeat an earlier line.
+    if duplicates(lines)[1] / max(1, len(doc.text.replace("\n", ""))) > FINEWEB_MAX_DUP_LINE_CHARS:
         return "fineweb_char_dup_ratio"
-    if doc.text.count("\n") / max(1, len(words(doc.text))) > 0.3:
+    # At most 0.3 newlines per word: a list, not prose.
+    if doc.text.count("\n") / max(1, len(words(doc.text))) > FINEWEB_MAX_NEWLINES_PER_WORD:
         return "fineweb_list_ratio"
     return None
