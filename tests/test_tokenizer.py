@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -134,6 +135,63 @@ def test_parse_inverts_render(tok):
     for conv in (simple, TOOL_CHAT):
         ids, _ = render(tok, conv)
         assert parse(tok, ids) == conv
+
+
+CALL = {"role": "assistant", "content": [{"type": "text", "text": "Let me compute it. "},
+                                         {"type": "python", "text": "2**10"}]}
+QUESTION = {"role": "user", "content": "What is 2**10?"}
+
+
+def test_tool_message_is_an_untrained_output_inside_the_assistant_turn(tok):
+    conv = [QUESTION, CALL, {"role": "tool", "content": "1024"}, {"role": "assistant", "content": "It is 1024."}]
+    ids, mask = render(tok, conv)
+    sp, enc = tok.special, tok.encode
+    head = [sp("<|im_start|>"), *enc("assistant"), sp("<|im_sep|>")]
+    prompt = [tok.bos_id, sp("<|im_start|>"), *enc("user"), sp("<|im_sep|>"), *enc("What is 2**10?"), sp("<|im_end|>")]
+    call = [*enc("Let me compute it. "), sp("<|python_start|>"), *enc("2**10"), sp("<|python_end|>")]
+    output = [sp("<|output_start|>"), *enc("1024"), sp("<|output_end|>")]
+    answer = [*enc("It is 1024."), sp("<|im_end|>")]
+    assert ids == prompt + head + call + output + answer
+    assert mask == [0] * len(prompt + head) + [1] * len(call) + [0] * len(output) + [1] * len(answer)
+    # the engine's layout: the call's output pasted into the same turn, read back as an output part
+    inline = [QUESTION, {"role": "assistant", "content": [*CALL["content"], {"type": "output", "text": "1024"},
+                                                          {"type": "text", "text": "It is 1024."}]}]
+    assert render(tok, inline) == (ids, mask)
+    assert parse(tok, ids) == inline
+
+
+def test_render_prompt_after_a_tool_message_continues_the_open_turn(tok):
+    ids = render_prompt(tok, [QUESTION, CALL, {"role": "tool", "content": "1024"}])
+    sp = tok.special
+    engine_tokens = [*tok.encode("Let me compute it. "), sp("<|python_start|>"), *tok.encode("2**10"),
+                     sp("<|python_end|>"), sp("<|output_start|>"), *tok.encode("1024"), sp("<|output_end|>")]
+    assert ids == render_prompt(tok, [QUESTION]) + engine_tokens
+
+
+def test_chained_tool_calls_stay_in_one_turn(tok):
+    conv = [QUESTION, CALL, {"role": "tool", "content": [{"type": "text", "text": "1024"}]},
+            {"role": "assistant", "content": [{"type": "search", "text": "powers of two"}]},
+            {"role": "tool", "content": "2^10 = 1024"}, {"role": "assistant", "content": "1024."}]
+    ids, _ = render(tok, conv)
+    assert ids.count(tok.special("<|im_start|>")) == 2 and ids.count(tok.special("<|im_end|>")) == 2
+    assert ids.count(tok.special("<|output_start|>")) == 2
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([{"role": "tool", "content": "1"}], "message 0: a tool message must follow an assistant message that ends in"),
+    ([QUESTION, {"role": "tool", "content": "1"}], "message 1: a tool message must follow"),
+    ([QUESTION, {"role": "assistant", "content": "1024"}, {"role": "tool", "content": "1"}],
+     "message 2: a tool message must follow"),
+    ([QUESTION, CALL, {"role": "tool", "content": "1"}, {"role": "tool", "content": "2"}],
+     "message 3: a tool message must follow"),
+    ([QUESTION, CALL, {"role": "tool", "content": "1"}, {"role": "user", "content": "and?"}],
+     "message 3: after a tool message the assistant continues its turn, got 'user'"),
+    ([QUESTION, CALL, {"role": "tool", "content": [{"type": "output", "text": "1"}]}],
+     "message 2: only assistant messages can hold 'output' parts"),
+])
+def test_misplaced_tool_messages_name_their_index(tok, bad, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        render(tok, bad)
 
 
 @pytest.mark.parametrize("bad", [

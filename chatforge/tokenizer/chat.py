@@ -10,6 +10,12 @@ parts {"type": T, "text": str} with T one of:
     python  a tool call, <|python_start|> ... <|python_end|>   trained
     search  a tool call, <|search_start|> ... <|search_end|>   trained
     output  a tool's result, <|output_start|> ... <|output_end|>   not trained: the runtime pastes it in
+An OpenAI-style {"role": "tool", "content": "..."} message (a client's own tool result) follows an
+assistant message that ends in a python or search call. It renders as <|output_start|> ... <|output_end|>
+inside that assistant turn, which stays open: the calling message gets no <|im_end|>, and the assistant
+message after the tool message continues the turn without a new header. That is the token sequence
+the engine makes when it runs the tool itself, so both look the same to the model (`parse` returns
+the inline form, an output part).
 Special tokens come only from this structure: every text goes through `encode` (ordinary text), so
 a user typing "<|im_start|>" gets plain bytes. The mask is 1 on what the model must learn to
 produce: assistant content, tool calls and the <|im_end|> that closes the turn.
@@ -17,7 +23,7 @@ produce: assistant content, tool calls and the <|im_end|> that closes the turn.
 
 from chatforge.tokenizer.bpe import Tokenizer
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 # part type -> (opening special token or None, closing special token or None, trained)
 PARTS = {
     "text": (None, None, True),
@@ -26,6 +32,7 @@ PARTS = {
     "search": ("<|search_start|>", "<|search_end|>", True),
     "output": ("<|output_start|>", "<|output_end|>", False),
 }
+CALLS = ("python", "search")  # parts whose result a tool message can hold
 
 
 def _parts(i: int, m: dict) -> list[dict]:
@@ -42,27 +49,51 @@ def _parts(i: int, m: dict) -> list[dict]:
     return content
 
 
+def _ends_in_call(m: dict | None) -> bool:
+    """Whether `m` (already rendered, so well-formed) is an assistant message whose last part is a tool call."""
+    return m is not None and m["role"] == "assistant" and isinstance(m["content"], list) and bool(m["content"]) \
+        and m["content"][-1]["type"] in CALLS
+
+
 def render(tok: Tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """Whole conversation → (ids, mask), mask[i] = 1 where ids[i] is a trained target."""
+    """Whole conversation → (ids, mask), mask[i] = 1 where ids[i] is a trained target. A conversation that
+    ends in a tool message ends inside the open assistant turn."""
     if not messages:
         raise ValueError("a conversation needs at least one message")
     start, sep, end = tok.special("<|im_start|>"), tok.special("<|im_sep|>"), tok.special("<|im_end|>")
     ids, mask = [tok.bos_id], [0]
     for i, m in enumerate(messages):
-        if m.get("role") not in ROLES:
-            raise ValueError(f"message {i}: role must be one of {', '.join(ROLES)}, got {m.get('role')!r}")
-        assistant = m["role"] == "assistant"
-        head = [start, *tok.encode(m["role"]), sep]
-        ids += head
-        mask += [0] * len(head)
+        role = m.get("role")
+        if role not in ROLES:
+            raise ValueError(f"message {i}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        prev = messages[i - 1] if i else None
+        nxt = messages[i + 1] if i + 1 < len(messages) else None
+        if role == "tool":
+            if not _ends_in_call(prev):
+                raise ValueError(f"message {i}: a tool message must follow an assistant message that ends in a "
+                                 f"{' or '.join(CALLS)} call")
+            body = [tok.special("<|output_start|>"), *tok.encode("".join(p["text"] for p in _parts(i, m))),
+                    tok.special("<|output_end|>")]
+            ids += body
+            mask += [0] * len(body)
+            continue
+        if prev and prev.get("role") == "tool":
+            if role != "assistant":
+                raise ValueError(f"message {i}: after a tool message the assistant continues its turn, got {role!r}")
+        else:
+            head = [start, *tok.encode(role), sep]
+            ids += head
+            mask += [0] * len(head)
+        assistant = role == "assistant"
         for p in _parts(i, m):
             open_, close, trained = PARTS[p["type"]]
             body = ([tok.special(open_)] if open_ else []) + tok.encode(p["text"]) + \
                 ([tok.special(close)] if close else [])
             ids += body
             mask += [int(assistant and trained)] * len(body)
-        ids.append(end)
-        mask.append(int(assistant))
+        if not (nxt and nxt.get("role") == "tool"):  # a tool result continues this turn
+            ids.append(end)
+            mask.append(int(assistant))
     return ids, mask
 
 
@@ -71,9 +102,10 @@ def assistant_header(tok: Tokenizer) -> list[int]:
 
 
 def render_prompt(tok: Tokenizer, messages: list[dict]) -> list[int]:
-    """Conversation so far + the opening of the assistant's turn, ready for generation."""
+    """Conversation so far + the opening of the assistant's turn, ready for generation; after a tool message
+    the assistant's turn is already open."""
     ids, _ = render(tok, messages)
-    return ids + assistant_header(tok)
+    return ids if messages[-1].get("role") == "tool" else ids + assistant_header(tok)
 
 
 def parse(tok: Tokenizer, ids: list[int]) -> list[dict]:
