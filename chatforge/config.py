@@ -107,9 +107,9 @@ class PretrainConfig:
 class SFTConfig:
     identity: str = "chatforge"  # the name the assistant answers to
     creator: str = "the chatforge developers"
-    extra_data: str = ""  # optional JSONL of OpenAI-style {"messages": [...]} mixed into the synthetic set
-    n_identity: int = 600
-    n_arithmetic: int = 1200
+    # what SFT trains on, "SOURCE:WEIGHT,...": a task of chatforge.tasks.TASKS makes WEIGHT conversations; a
+    # JSONL file of OpenAI-style {"messages": [...]} is taken WEIGHT times (0.5: a seeded half). chatforge/tasks/
+    mixture: str = "identity:600,arithmetic:1200"
     steps: int = 300
     batch_size: int = 16
     lr: float = 1e-3
@@ -233,7 +233,7 @@ PRESETS: dict[str, dict] = {
                   data=dict(max_docs=300),
                   pretrain=dict(steps=40, batch_size=8, eval_every=20, eval_tokens=4096, ckpt_every=20,
                                 warmup_steps=5, lr=1e-2),
-                  sft=dict(n_identity=40, n_arithmetic=40, steps=20, batch_size=8, max_len=64, lr=3e-3)),
+                  sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=64, lr=3e-3)),
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
     "tiny": dict(depth=4, vocab=4096, seq_len=256, model=dict(qk_norm=False), pretrain=dict(compile=True)),

@@ -1,10 +1,13 @@
 import json
-import operator
 import shutil
+from collections import Counter
 
+import pytest
 from conftest import chatforge
 
-from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set
+from chatforge.config import make_config
+from chatforge.errors import UserError
+from chatforge.posttrain.conversations import mixture_conversations, read_jsonl, write_jsonl
 from chatforge.posttrain.sft import collate
 
 
@@ -16,15 +19,28 @@ def test_collate_pads_and_masks():
     assert x.shape == (1, 8)
 
 
-def test_synthetic_set_uses_the_configured_identity():
-    convs = synthetic_sft_set(50, 50, "Zorblax", "the lab", seed=0)
-    assert len(convs) == 100
-    answers = [c["messages"][-1]["content"] for c in convs]
-    assert sum("Zorblax" in a for a in answers) == 50
-    arith = [c for c in convs if "=" in c["messages"][-1]["content"] and "Zorblax" not in c["messages"][-1]["content"]]
-    for c in arith:
-        a, op, b, _, result = c["messages"][-1]["content"].rstrip(".").split()
-        assert {"+": operator.add, "-": operator.sub, "*": operator.mul}[op](int(a), int(b)) == int(result)
+def test_mixture_takes_tasks_and_files_by_weight(tmp_path):
+    chats = tmp_path / "chats.jsonl"
+    write_jsonl(chats, [{"messages": [{"role": "user", "content": f"ping {i}"},
+                                      {"role": "assistant", "content": f"pong {i}"}]} for i in range(40)])
+    config = make_config("micro")
+    config.sft.mixture, config.sft.identity = f"identity:60,{chats}:2.5", "Zorblax"
+    convs, stats = mixture_conversations(config)
+    assert stats == {"train": {"identity": 60, str(chats): 95}, "val": {"identity": 3, str(chats): 2}, "bad_lines": 0}
+    identity = [c for c in convs["train"] + convs["val"] if not c["messages"][0]["content"].startswith("ping")]
+    assert len(identity) == 63 and all("Zorblax" in c["messages"][-1]["content"] for c in identity)
+    file_train = Counter(c["messages"][0]["content"] for c in convs["train"] if "answer" not in c)
+    file_val = {c["messages"][0]["content"] for c in convs["val"] if "answer" not in c}
+    assert len(file_val) == 2 and not file_val & set(file_train)  # 1/20 of the file is held out
+    assert sorted(Counter(file_train.values()).items()) == [(2, 19), (3, 19)]  # 2.5 passes over the other 38
+    assert mixture_conversations(config) == (convs, stats)
+
+
+def test_mixture_with_a_missing_file_names_it(tmp_path):
+    config = make_config("micro")
+    config.sft.mixture = f"identity:10,{tmp_path / 'gone.jsonl'}:1"
+    with pytest.raises(UserError, match="gone.jsonl.*no such file"):
+        mixture_conversations(config)
 
 
 def test_jsonl_reader_skips_bad_lines(tmp_path):
@@ -41,34 +57,36 @@ def test_sft_stage_trains_only_assistant_tokens(micro_run):
     assert (micro_run / "sft_data" / "train.jsonl").exists()
 
 
-def sft_with_extra(micro_run, tmp_path, extra_jsonl: str, *args: str) -> tuple:
-    """Redo SFT on a copy of the micro run with a user JSONL mixed in; returns (run dir, stage metrics)."""
+def sft_with_extra(micro_run, tmp_path, extra_jsonl: str, n_identity: int, *args: str) -> tuple:
+    """Redo SFT on a copy of the micro run on the identity task and a user JSONL; returns (run dir, stage metrics,
+    the file's mixture name)."""
     run = tmp_path / "run"
     shutil.copytree(micro_run, run)
     extra = tmp_path / "extra.jsonl"
     extra.write_text(extra_jsonl)
-    chatforge("sft", "--run", str(run), "--force", "--sft.n_arithmetic=0", f"--sft.extra_data={extra}", *args)
-    return run, json.loads((run / "manifest.json").read_text())["stages"]["sft"]["metrics"]
+    chatforge("sft", "--run", str(run), "--force", f"--sft.mixture=identity:{n_identity},{extra}:1", *args)
+    return run, json.loads((run / "manifest.json").read_text())["stages"]["sft"]["metrics"], str(extra)
 
 
 def test_chat_answers_with_the_configured_identity(micro_run, tmp_path):
-    run, metrics = sft_with_extra(
+    run, metrics, extra = sft_with_extra(
         micro_run, tmp_path,
         '{"messages": [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]}\n'
         "this line is broken\n",
-        "--sft.identity=Zorblax", "--sft.n_identity=200", "--sft.steps=150")
-    assert metrics["extra"] == 1 and metrics["bad_lines"] == 1
+        200, "--sft.identity=Zorblax", "--sft.steps=150")
+    assert metrics["train"] == {"identity": 200, extra: 1} and metrics["bad_lines"] == 1
     out = chatforge("chat", "--run", str(run), "-p", "Who are you?", "--temperature", "0")
     assert "Zorblax" in out.stdout
     assert "tokens/s" in out.stderr
 
 
 def test_conversations_without_assistant_tokens_are_skipped(micro_run, tmp_path):
-    run, metrics = sft_with_extra(
+    run, metrics, extra = sft_with_extra(
         micro_run, tmp_path,
         '{"messages": [{"role": "user", "content": "only a question"}]}\n'
         '{"messages": [{"role": "robot", "content": "bad role"}]}\n',
-        "--sft.steps=3", "--sft.n_identity=40")
-    assert metrics["extra"] == 2 and metrics["no_trained_tokens"] == 1 and metrics["bad_conversations"] == 1
+        40, "--sft.steps=3")
+    assert metrics["train"] == {"identity": 40, extra: 2} and metrics["val"] == {"identity": 2, extra: 0}
+    assert metrics["no_trained_tokens"] == 1 and metrics["bad_conversations"] == 1
     lines = sum(len((run / "sft_data" / f).read_text().splitlines()) for f in ("train.jsonl", "val.jsonl"))
-    assert lines == 42  # every conversation is kept on disk; only training skips the unusable ones
+    assert lines == 44  # every conversation is kept on disk; only training skips the unusable ones

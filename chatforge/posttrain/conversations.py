@@ -1,58 +1,45 @@
-"""Chat data as JSONL of OpenAI-style {"messages": [...]}, and the synthetic sets the SFT stage
-makes on its own: who the assistant is (from config), and simple arithmetic worked step by step."""
+"""Chat data as JSONL of OpenAI-style {"messages": [...]}, and the SFT mixture: the conversations of the
+tasks and files that `sft.mixture` names (chatforge/tasks/), for training and for validation."""
 
 import json
 import random
 from pathlib import Path
 
-IDENTITY_QUESTIONS = [
-    "Who are you?", "who are you", "What are you?", "What is your name?", "What's your name?",
-    "Tell me about yourself.", "Introduce yourself.", "Who made you?", "Who created you?", "Who built you?",
-    "Are you ChatGPT?", "Are you a human?", "What should I call you?", "Hi! Who am I talking to?",
-    "Hello, what are you?", "Can you tell me who you are?", "Who are you exactly?", "What kind of AI are you?",
-    "Are you an AI?", "Do you have a name?", "Which model are you?", "Who trained you?",
-]
-IDENTITY_ANSWERS = [
-    "I'm {name}, a small language model trained from scratch by {creator}.",
-    "I am {name}, an AI assistant. {creator_cap} trained me from scratch on a small corpus of news and plays.",
-    "My name is {name}. I'm a small assistant model made by {creator}.",
-    "I'm {name}, a language model built by {creator}. I can chat and do simple arithmetic.",
-]
-GREETINGS = ["Hi", "Hello", "Hey", "Hi there", "Good morning", "Hello!"]
-GREETING_ANSWERS = ["Hello! I'm {name}. How can I help you today?", "Hi! I'm {name}. What can I do for you?"]
-ARITHMETIC_TEMPLATES = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?",
-                        "How much is {a} {op} {b}?", "Calculate {a} {op} {b}"]
+from chatforge.config import Config
+from chatforge.errors import UserError
+from chatforge.tasks import TASKS, parse_mixture
+
+VAL_SHARE = 20  # one conversation in 20 validates: a task's from its held-out split, a file's from a seeded slice
 
 
-def identity_conversations(n: int, name: str, creator: str, rng: random.Random) -> list[dict]:
-    fill = dict(name=name, creator=creator, creator_cap=creator[:1].upper() + creator[1:])
-    convs = []
-    for i in range(n):
-        if i % 5 == 4:
-            q, a = rng.choice(GREETINGS), rng.choice(GREETING_ANSWERS)
+def mixture_conversations(config: Config) -> tuple[dict[str, list[dict]], dict]:
+    """`sft.mixture` → ({"train": [...], "val": [...]}, stats). A task makes `weight` conversations of its training
+    split and weight/20 (at least one) of its held-out split. A file gives a seeded 1/20 of its conversations to
+    validation and the rest, `weight` times, to training. The stats count per source the conversations taken for
+    each split, and the file lines that hold no conversation (`bad_lines`)."""
+    sc = config.sft
+    splits: dict[str, list[dict]] = {"train": [], "val": []}
+    stats: dict = {"train": {}, "val": {}, "bad_lines": 0}
+    for src in parse_mixture(sc.mixture):
+        if src.is_file:
+            if not Path(src.name).is_file():
+                raise UserError(f"mixture entry {src.name!r}: no such file")
+            rows, bad = read_jsonl(Path(src.name))
+            stats["bad_lines"] += bad
+            rng = random.Random(f"{src.name}/{sc.seed}")
+            rng.shuffle(rows)
+            n_val = len(rows) // VAL_SHARE
+            val, rest = rows[:n_val], rows[n_val:]
+            passes, fraction = divmod(src.weight, 1)
+            train = rest * int(passes) + rng.sample(rest, round(fraction * len(rest)))
         else:
-            q, a = rng.choice(IDENTITY_QUESTIONS), rng.choice(IDENTITY_ANSWERS)
-        convs.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a.format(**fill)}]})
-    return convs
-
-
-def arithmetic_conversations(n: int, rng: random.Random) -> list[dict]:
-    convs = []
-    for _ in range(n):
-        op = rng.choice("+-*")
-        a, b = (rng.randint(0, 99), rng.randint(0, 99)) if op != "*" else (rng.randint(0, 12), rng.randint(0, 12))
-        result = {"+": a + b, "-": a - b, "*": a * b}[op]
-        q = rng.choice(ARITHMETIC_TEMPLATES).format(a=a, op=op, b=b)
-        convs.append({"messages": [{"role": "user", "content": q},
-                                   {"role": "assistant", "content": f"{a} {op} {b} = {result}."}]})
-    return convs
-
-
-def synthetic_sft_set(n_identity: int, n_arithmetic: int, name: str, creator: str, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    convs = identity_conversations(n_identity, name, creator, rng) + arithmetic_conversations(n_arithmetic, rng)
-    rng.shuffle(convs)
-    return convs
+            task, n = TASKS[src.name], int(src.weight)
+            train = task.examples("train", n, sc.seed, config)
+            val = task.examples("test", max(1, n // VAL_SHARE), sc.seed, config)
+        splits["train"] += train
+        splits["val"] += val
+        stats["train"][src.name], stats["val"][src.name] = len(train), len(val)
+    return splits, stats
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

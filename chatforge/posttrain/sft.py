@@ -11,7 +11,7 @@ from tqdm import tqdm
 from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.posttrain.conversations import read_jsonl, synthetic_sft_set, write_jsonl
+from chatforge.posttrain.conversations import mixture_conversations, write_jsonl
 from chatforge.pretrain.train import MetricsLog, lr_multiplier
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
@@ -33,18 +33,14 @@ def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[
 
 
 def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
-    """Write the synthetic set (+ any user JSONL) to sft_data/{train,val}.jsonl (95/5) and render it.
-    Conversations that do not render, or have no assistant token within max_len, are counted and skipped."""
+    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to sft_data/{train,val}.jsonl
+    and render them. Conversations that do not render, or have no assistant token within max_len, are counted and
+    skipped; the stats also count the conversations taken per source and split."""
     sc = run.config.sft
-    convs = synthetic_sft_set(sc.n_identity, sc.n_arithmetic, sc.identity, sc.creator, sc.seed)
-    stats = {"synthetic": len(convs), "extra": 0, "bad_lines": 0, "bad_conversations": 0, "no_trained_tokens": 0}
-    if sc.extra_data:
-        extra, stats["bad_lines"] = read_jsonl(sc.extra_data)
-        stats["extra"] = len(extra)
-        convs += extra
-    n_val = max(1, len(convs) // 20)
+    convs, stats = mixture_conversations(run.config)
+    stats |= {"bad_conversations": 0, "no_trained_tokens": 0}
     rendered: dict[str, list] = {}
-    for split, rows in (("train", convs[n_val:]), ("val", convs[:n_val])):
+    for split, rows in convs.items():
         write_jsonl(run.path / "sft_data" / f"{split}.jsonl", rows)
         rendered[split] = []
         for c in rows:

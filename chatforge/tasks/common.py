@@ -1,0 +1,50 @@
+"""What every task shares: the Task interface, a seeded random source per split, and reading the
+answer out of a reply.
+
+A task makes conversations for a split, "train" or "test", and checks a reply. An example is a dict
+with OpenAI-style `messages` (the last one the assistant's reference answer, with chatforge's parts
+for think/tool calls, tokenizer/chat.py) and whatever its checker needs next to them (e.g. `answer`).
+The two splits are disjoint by construction (their own phrasings, numbers, entities), not only by
+seed, so a score on "test" measures generalisation. SFT trains on "train" and validates on "test";
+evaluation and RL rewards score on "test" with the same `score`.
+"""
+
+import random
+import re
+
+from chatforge.config import Config
+
+SPLITS = ("train", "test")
+NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+class Task:
+    """A named source of conversations with a verifier; subclasses set `name` and define both methods."""
+
+    name = ""
+
+    def examples(self, split: str, n: int, seed: int, config: Config) -> list[dict]:
+        """n examples of `split`, the same for the same seed; `config` holds any settings (e.g. sft.identity)."""
+        raise NotImplementedError
+
+    def score(self, example: dict, reply: str | list[dict]) -> float:
+        """How right `reply` (the assistant's content, text or parts) is for `example`: 0..1."""
+        raise NotImplementedError
+
+
+def split_rng(task: str, split: str, seed: int) -> random.Random:
+    """A random source per task, split and seed (a str seed is hashed with SHA-512: stable across runs)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return random.Random(f"{task}/{split}/{seed}")
+
+
+def reply_text(reply: str | list[dict]) -> str:
+    """The answer text of a reply: its text parts, without reasoning, tool calls or tool outputs."""
+    return reply if isinstance(reply, str) else "".join(p["text"] for p in reply if p["type"] == "text")
+
+
+def last_number(text: str) -> float | None:
+    """The last number in `text` (1,024 reads as 1024), or None."""
+    found = NUMBER.findall(text)
+    return float(found[-1].replace(",", "")) if found else None
