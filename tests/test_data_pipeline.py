@@ -160,10 +160,10 @@ def test_cli_keep_dropped_and_inspect(tmp_path):
     out = chatforge("data", "inspect", "--run", str(tmp_path / "r"), "--samples", "2").stdout
     assert "language_de" in out and "=== kept" in out and "=== dropped" in out and "[language: language_de]" in out
     bad = chatforge("data", "--run", str(tmp_path / "r2"), "--input", str(tmp_path / "nope"), check=False)
-    assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
     bad = chatforge("data", "--run", str(tmp_path / "r3"), "--input", str(src), "--steps", "extract,bogus",
                     check=False)
-    assert bad.returncode == 1 and "unknown data step(s) bogus" in bad.stderr
+    assert bad.returncode == 2 and "unknown data step(s) bogus" in bad.stderr
 
 
 def test_ray_executor_matches_local(tmp_path):

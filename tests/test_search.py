@@ -9,6 +9,7 @@ import pytest
 from conftest import chatforge
 
 from chatforge.config import ToolsConfig
+from chatforge.errors import UserError
 from chatforge.infer.search import HttpSearch, LocalSearch, build_index, format_results, rrf, split_passages
 from chatforge.infer.tools import Tools, tools_for_run
 
@@ -63,9 +64,9 @@ def test_bm25_finds_the_document_with_its_id(data_dir, tmp_path):
 
 
 def test_missing_index_and_data_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="chatforge data index"):
+    with pytest.raises(UserError, match="chatforge data index"):
         LocalSearch(tmp_path / "nothing")
-    with pytest.raises(FileNotFoundError, match="chatforge data"):
+    with pytest.raises(UserError, match="chatforge data"):
         build_index(tmp_path / "nothing", tmp_path / "index")
     with pytest.raises(ValueError, match="http"):
         HttpSearch("ftp://example.com")
@@ -125,7 +126,7 @@ def test_data_index_command_and_chat_tools(data_dir):
 def test_tools_config_picks_python_and_the_backend(data_dir):
     run = data_dir.parent
     assert tools_for_run(run).search is None and tools_for_run(run).python  # auto without an index: off
-    with pytest.raises(FileNotFoundError, match="chatforge data index"):
+    with pytest.raises(UserError, match="chatforge data index"):
         tools_for_run(run, ToolsConfig(search="bm25"))  # asked for explicitly: a clear error
     build_index(data_dir, run / "index", words=40)
     assert isinstance(tools_for_run(run).search, LocalSearch) and tools_for_run(run).search.dense is None
@@ -133,7 +134,7 @@ def test_tools_config_picks_python_and_the_backend(data_dir):
     assert tools.search is None and tools.run("python", "1+1") == "Error: the python tool is not enabled"
     with pytest.raises(ValueError, match="search-url"):
         tools_for_run(run, ToolsConfig(search="http"))
-    with pytest.raises(FileNotFoundError, match="--dense"):
+    with pytest.raises(UserError, match="--dense"):
         tools_for_run(run, ToolsConfig(search="hybrid"))
     with pytest.raises(ValueError, match="tools.search must be one of"):
         ToolsConfig(search="google")

@@ -2,6 +2,7 @@
 extractor behind the DCLM corpus); trafilatura, the extractor of FineWeb, when asked for and installed."""
 
 from chatforge.data.readers import Document
+from chatforge.errors import UserError
 
 
 class Extract:
@@ -19,10 +20,10 @@ class Extract:
             try:
                 import trafilatura
             except ImportError:
-                raise ValueError("data.extractor=trafilatura needs `pip install trafilatura`") from None
+                raise UserError("data.extractor=trafilatura needs `pip install trafilatura`") from None
             self.fn = lambda html: trafilatura.extract(html, favor_precision=True, include_comments=False) or ""
         else:
-            raise ValueError(f"unknown data.extractor {backend!r}; choose resiliparse or trafilatura")
+            raise UserError(f"unknown data.extractor {backend!r}; choose resiliparse or trafilatura")
 
     def __call__(self, doc: Document) -> str | None:
         if doc.html is None:

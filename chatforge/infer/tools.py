@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatforge.config import ToolsConfig
+from chatforge.errors import UserError
 from chatforge.infer.search import format_results
 
 
@@ -362,7 +363,7 @@ def tools_for_run(run_path: Path, cfg: ToolsConfig | None = None) -> Tools:
     search = None
     if backend == "http":
         if not cfg.search_url:
-            raise ValueError("tools.search=http needs a url: --search-url URL (or tools.search_url)")
+            raise UserError("tools.search=http needs a url: --search-url URL (or tools.search_url)")
         search = HttpSearch(cfg.search_url)
     elif backend != "off":  # bm25 or hybrid: a missing index or embeddings is a clear error
         search = LocalSearch(index, hybrid=backend == "hybrid")

@@ -1,5 +1,5 @@
 """Byte-level BPE: trained with rustbpe, encoded with tiktoken (nanochat's split; the fastest
-measured here), saved as a tiktoken rank file plus the special tokens of DESIGN.md §5."""
+measured here), saved as a tiktoken rank file plus the special tokens of docs/design.md's chat format."""
 
 import base64
 import codecs
@@ -12,6 +12,8 @@ import numpy as np
 import rustbpe
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
+
+from chatforge.errors import UserError
 
 # GPT-4's (cl100k) split pattern, which is also Llama 3's.
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
@@ -35,7 +37,7 @@ class Tokenizer:
         return self.enc.n_vocab
 
     def encode(self, text: str) -> list[int]:
-        """Ordinary text: strings that look like special tokens stay plain bytes (DESIGN.md §5)."""
+        """Ordinary text: strings that look like special tokens stay plain bytes (docs/design.md)."""
         return self.enc.encode_ordinary(text)
 
     def encode_array(self, text: str) -> np.ndarray:
@@ -54,7 +56,7 @@ class Tokenizer:
 
     def special(self, name: str) -> int:
         if name not in self.enc.special_tokens_set:  # e.g. a tokenizer imported from HF has no chat/tool tokens
-            raise ValueError(f"the tokenizer has no {name} token: chat and tools need chatforge's special tokens "
+            raise UserError(f"the tokenizer has no {name} token: chat and tools need chatforge's special tokens "
                              f"({', '.join(SPECIAL_TOKENS[1:])}); retrain it, or use one from a chatforge run")
         return self.enc.encode_single_token(name)
 
@@ -100,13 +102,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train on an iterator of texts; `vocab_size` counts the 256 bytes and the special tokens."""
     n_merged = vocab_size - len(SPECIAL_TOKENS)
     if n_merged < 256:
-        raise ValueError(f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + "
+        raise UserError(f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + "
                          f"{len(SPECIAL_TOKENS)} special tokens = {256 + len(SPECIAL_TOKENS)}")
     bpe = rustbpe.Tokenizer()
     bpe.train_from_iterator(iter(texts), n_merged, pattern=SPLIT_PATTERN)
     ranks = {bytes(tok): rank for tok, rank in bpe.get_mergeable_ranks()}
     if len(ranks) < n_merged:
-        raise ValueError(f"the corpus only supports {len(ranks)} merges + bytes, fewer than the "
+        raise UserError(f"the corpus only supports {len(ranks)} merges + bytes, fewer than the "
                          f"{n_merged} asked for: lower tokenizer.vocab_size or give more text")
     return Tokenizer(_encoding(ranks, SPLIT_PATTERN))
 
@@ -115,7 +117,7 @@ def load_tokenizer(tok_dir: Path) -> Tokenizer:
     tok_dir = Path(tok_dir)
     path = tok_dir / "tokenizer.tiktoken"
     if not path.exists():
-        raise FileNotFoundError(f"no tokenizer at {path}; run `chatforge tokenizer` first")
+        raise UserError(f"no tokenizer at {path}; run `chatforge tokenizer` first")
     meta = json.loads((tok_dir / "special_tokens.json").read_text())
     ranks = load_tiktoken_bpe(str(path))
     enc = tiktoken.Encoding(name="chatforge", pat_str=meta["pattern"], mergeable_ranks=ranks,

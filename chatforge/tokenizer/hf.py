@@ -7,6 +7,7 @@ from pathlib import Path
 
 import tiktoken
 
+from chatforge.errors import UserError
 from chatforge.tokenizer.bpe import Tokenizer
 
 
@@ -92,7 +93,7 @@ def _split_pattern(pre: dict | None) -> str:
     if (kinds == ["Split", "ByteLevel"] and "Regex" in steps[0]["pattern"] and steps[0].get("behavior") == "Isolated"
             and not steps[0].get("invert") and not steps[1].get("use_regex") and not steps[1].get("add_prefix_space")):
         return steps[0]["pattern"]["Regex"]
-    raise ValueError(f"pre-tokenizer {' + '.join(kinds) or 'none'}: only a byte-level BPE split by one regex "
+    raise UserError(f"pre-tokenizer {' + '.join(kinds) or 'none'}: only a byte-level BPE split by one regex "
                      f"(Split + ByteLevel, or ByteLevel with GPT-2's regex) converts to tiktoken")
 
 
@@ -106,34 +107,34 @@ def _check_merges(merges: list, ranks: dict[bytes, int], to_bytes) -> None:
         a, b = to_bytes(a), to_bytes(b)
         rank = ranks.get(a + b)
         if rank is None or a not in ranks or b not in ranks:
-            raise ValueError(f"merge {m!r} names a token that is not in the vocabulary")
+            raise UserError(f"merge {m!r} names a token that is not in the vocabulary")
         if rank < last:
-            raise ValueError(f"merge {m!r} makes id {rank} after a merge made id {last}: tiktoken merges in id "
+            raise UserError(f"merge {m!r} makes id {rank} after a merge made id {last}: tiktoken merges in id "
                              f"order, so it would encode differently")
         last = rank
 
 
 def load_hf_tokenizer(hf_dir: Path) -> Tokenizer:
     """A byte-level BPE tokenizer.json (GPT-2, Llama 3, Qwen2/3, our own export) as a chatforge Tokenizer with the
-    same ids. Added tokens become special tokens, produced from structure only (DESIGN.md §5). chatforge's
+    same ids. Added tokens become special tokens, produced from structure only (docs/design.md). chatforge's
     document boundary is `<|endoftext|>`; a tokenizer without one (Llama 3) has its BOS token (config.json's
     bos_token_id, else eos_token_id) renamed to it, same id. The chat and tool tokens are not added: pretraining
     needs none, SFT needs them all (new embedding rows, not built yet)."""
     hf_dir = Path(hf_dir)
     path = hf_dir / "tokenizer.json"
     if not path.exists():
-        raise FileNotFoundError(f"no tokenizer.json in {hf_dir}")
+        raise UserError(f"no tokenizer.json in {hf_dir}")
     d = json.loads(path.read_text(encoding="utf-8"))
     try:
         model = d.get("model") or {}
         if model.get("type", "BPE") != "BPE" or model.get("byte_fallback") or (d.get("decoder") or {}).get(
                 "type") != "ByteLevel":
-            raise ValueError(f"{model.get('type')} model with a {(d.get('decoder') or {}).get('type')} decoder: "
+            raise UserError(f"{model.get('type')} model with a {(d.get('decoder') or {}).get('type')} decoder: "
                              f"only byte-level BPE converts to tiktoken")
         if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-            raise ValueError("subword prefixes or word suffixes: tiktoken's tokens are plain bytes")
+            raise UserError("subword prefixes or word suffixes: tiktoken's tokens are plain bytes")
         if (d.get("normalizer") or {}).get("type") not in (None, "NFC"):
-            raise ValueError(f"normalizer {d['normalizer']['type']}: tiktoken does not normalize text")
+            raise UserError(f"normalizer {d['normalizer']['type']}: tiktoken does not normalize text")
         pattern = _split_pattern(d.get("pre_tokenizer"))
         char_byte = {c: b for b, c in bytes_to_unicode().items()}
 
@@ -144,26 +145,26 @@ def load_hf_tokenizer(hf_dir: Path) -> Tokenizer:
         try:
             ranks = {to_bytes(s): i for s, i in model.get("vocab", {}).items() if s not in specials}
         except KeyError:
-            raise ValueError("the vocabulary has a token outside the byte-level alphabet") from None
+            raise UserError("the vocabulary has a token outside the byte-level alphabet") from None
         missing = [b for b in range(256) if bytes([b]) not in ranks]
         if missing:
-            raise ValueError(f"the vocabulary lacks {len(missing)} of the 256 single bytes (e.g. {missing[0]})")
+            raise UserError(f"the vocabulary lacks {len(missing)} of the 256 single bytes (e.g. {missing[0]})")
         _check_merges(model.get("merges", []), ranks, to_bytes)
         ids = sorted([*ranks.values(), *specials.values()])
         if ids != list(range(len(ids))):
-            raise ValueError("token ids are not 0..N-1 without gaps or repeats")
+            raise UserError("token ids are not 0..N-1 without gaps or repeats")
         if "<|endoftext|>" not in specials:
             config = json.loads((hf_dir / "config.json").read_text()) if (hf_dir / "config.json").exists() else {}
             bos = next((i for i in (config.get("bos_token_id"), config.get("eos_token_id")) if i is not None), None)
             bos = bos[0] if isinstance(bos, list) else bos
             name = next((n for n, i in specials.items() if i == bos), None)
             if name is None:
-                raise ValueError("no <|endoftext|> among the added tokens and no config.json bos_token_id naming "
+                raise UserError("no <|endoftext|> among the added tokens and no config.json bos_token_id naming "
                                  "one to use as chatforge's document boundary")
             print(f"{path}: {name} (id {bos}) is chatforge's document boundary <|endoftext|>")
             specials["<|endoftext|>"] = specials.pop(name)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise UserError(f"{path}: {e}") from None
     if d.get("normalizer"):
         print(f"{path}: its NFC normalizer is not applied; ids match on NFC text (almost all text) only")
     return Tokenizer(tiktoken.Encoding(name=hf_dir.name, pat_str=pattern, mergeable_ranks=ranks,

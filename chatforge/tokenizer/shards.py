@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from chatforge.errors import UserError
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer, train_tokenizer
 from chatforge.tokenizer.hf import load_hf_tokenizer, save_hf_tokenizer
 
@@ -40,14 +41,14 @@ def read_shard(path: Path) -> np.memmap:
     with open(path, "rb") as f:
         head = f.read(HEADER.size)
     if len(head) < HEADER.size:
-        raise ValueError(f"{path}: truncated token shard header ({len(head)} of {HEADER.size} bytes)")
+        raise UserError(f"{path}: truncated token shard header ({len(head)} of {HEADER.size} bytes)")
     magic, version, itemsize, count = HEADER.unpack(head)
     if magic != MAGIC or version != VERSION or itemsize not in (2, 4):
-        raise ValueError(f"{path}: not a chatforge token shard (magic={magic!r} version={version} "
+        raise UserError(f"{path}: not a chatforge token shard (magic={magic!r} version={version} "
                          f"itemsize={itemsize})")
     expected = HEADER.size + count * itemsize
     if path.stat().st_size != expected:
-        raise ValueError(f"{path}: header says {count} tokens ({expected} bytes) but the file has "
+        raise UserError(f"{path}: header says {count} tokens ({expected} bytes) but the file has "
                          f"{path.stat().st_size} bytes")
     dtype = np.uint16 if itemsize == 2 else np.uint32
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER.size, shape=(count,))
@@ -183,7 +184,7 @@ class TokenShards:
     def __init__(self, tok_dir: Path, split: str):
         paths = sorted(Path(tok_dir).glob(f"{split}_*.bin"))
         if not paths:
-            raise FileNotFoundError(f"no {split} token shards in {tok_dir}; run `chatforge tokenizer` first")
+            raise UserError(f"no {split} token shards in {tok_dir}; run `chatforge tokenizer` first")
         self.shards = [read_shard(p) for p in paths]
         self._grid: tuple[int, int, np.ndarray] | None = None
         self._perm: tuple[int, np.ndarray] | None = None
@@ -208,7 +209,7 @@ class TokenShards:
             starts = np.unique(np.minimum(np.repeat(bos, per_doc) + within * seq_len, last))
             rows.append(np.stack([np.full(len(starts), k), starts], axis=1))
         if not rows:
-            raise ValueError(f"every shard is shorter than seq_len+1={seq_len + 1} tokens")
+            raise UserError(f"every shard is shorter than seq_len+1={seq_len + 1} tokens")
         grid = np.concatenate(rows)
         self._grid = (seq_len, bos_id, grid)
         return grid
@@ -259,20 +260,20 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
         return (r["text"] for r in read_parts(data_dir / split, ["text"]))
 
     if next(texts("train"), None) is None:
-        raise ValueError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
+        raise UserError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
                          f"check the data stage's stats.json")
     if cfg.from_dir:  # e.g. the tokenizer of the run whose checkpoint pretrain.init_from continues
         src = Path(cfg.from_dir)  # ours (tokenizer.tiktoken) or a Hugging Face model's (only tokenizer.json)
         hf = (src / "tokenizer.json").exists() and not (src / "tokenizer.tiktoken").exists()
         tok = load_hf_tokenizer(src) if hf else load_tokenizer(src)
         if tok.vocab_size != cfg.vocab_size:  # the model's embedding size follows tokenizer.vocab_size
-            raise ValueError(f"{cfg.from_dir} has a vocabulary of {tok.vocab_size}; add "
+            raise UserError(f"{cfg.from_dir} has a vocabulary of {tok.vocab_size}; add "
                              f"--tokenizer.vocab_size={tok.vocab_size}")
     else:
         try:
             tok = train_tokenizer(texts("train"), cfg.vocab_size)
         except ValueError as e:
-            raise ValueError(f"{data_dir / 'train'}: {e}") from None
+            raise UserError(f"{data_dir / 'train'}: {e}") from None
     tok.save(run.path / "tokenizer")
     save_hf_tokenizer(tok, run.path / "tokenizer" / "tokenizer.json")
     workers = cfg.workers or os.cpu_count() or 1
