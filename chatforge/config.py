@@ -79,9 +79,8 @@ class PretrainConfig:
     # the model by batch_tokens_for; 0: batch_size x grad_accum x processes rows
     batch_tokens: int = 0
     param_data_ratio: float = 10.5  # training tokens per scaling parameter where derived (nanochat's; Chinchilla 20)
-    lr: float = 0.0  # AdamW: head and norm weights (embeddings get 10x), and the matrices if matrix_lr=0
-    # (0: adamw_lr() of the model's width)
-    matrix_lr: float = 0.02  # Muon, hidden matrices (0 = AdamW); best of 0.01/0.02/0.04 for tiny, docs/benchmarks.md
+    lr: float = 0.0  # AdamW: embeddings (10x), head, norms, and matrices if matrix_lr=0; 0 = adamw_lr(width)
+    matrix_lr: float = 0.02  # Muon for the hidden matrices (0 = AdamW); beat 0.01 and 0.04 on tiny (docs/benchmarks.md)
     warmup_steps: int = 20
     warmdown_frac: float = 0.3  # final fraction of training with linearly decaying LR
     weight_decay: float = 0.0
@@ -220,14 +219,9 @@ def resolve_pretrain(pc: PretrainConfig, m: GPTConfig, world: int) -> PretrainCo
     return dataclasses.replace(pc, batch_tokens=batch_tokens, grad_accum=batch_tokens // micro, steps=steps)
 
 
-# depth, vocab, seq_len, then per-section fields. tiny is sized to pretrain in ~7 minutes on a
-# 2-core CPU (bf16 + compile: ~9k tokens/s, 900 steps x 4096 tokens ~ 1 epoch of the sample corpus);
-# its 16 rows a step learned more per token than 32 (docs/benchmarks.md), where the Power Lines rule anchored
-# at d12 would give it 2^16 tokens a step for its 3.7M-token horizon, 16x what was measured best: the CPU
-# presets keep explicit batches and steps. The GPU presets derive both from the depth (batch_tokens=-1, steps=0;
-# resolve_pretrain), and the accumulation from the micro-batch and the number of processes, so a torchrun job
-# of any size trains on the same global batch: d12 on 2^19 tokens x 2,205 steps (its own anchor, 1.16B tokens),
-# d20 on 2^20 x 4,810 (5.04B tokens).
+# depth, vocab, seq_len, then per-section fields. CPU presets keep measured batches: tiny's 16 x 256 tokens learned
+# more per token than 32 rows, where Power Lines would give it 16x more. GPU presets derive batch and steps from the
+# depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=64, model=dict(n_embd=64, n_head=2, n_kv_head=2),
                   data=dict(max_docs=300),
