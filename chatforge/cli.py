@@ -1,34 +1,33 @@
-"""`chatforge`: one command, a subcommand per stage of the pipeline.
+"""`chatforge`: one command, a subcommand per stage of the pipeline (chatforge.runs.STAGES), `speedrun` for
+all of them, and `chat`, `generate` (and later `serve`) to use what they made.
 
 Every stage reads and writes one run directory (`--run runs/NAME`). Config fields can be
 overridden on any stage command as `--SECTION.FIELD=VALUE`, e.g. `--pretrain.steps=200`.
+A UserError (bad input, a missing stage, a bad option) prints one line and exits 2; anything
+else is a bug and keeps its traceback.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from chatforge.config import PRESETS, SEARCH_BACKENDS
-from chatforge.runs import RunError
+from chatforge.config import PRESETS, SEARCH_BACKENDS, Config
+from chatforge.errors import UserError
+from chatforge.runs import CHECKPOINTS, STAGES
 
 OVERRIDES_HELP = ("config overrides: --SECTION.FIELD=VALUE for any field shown by --show-config, "
                   "e.g. --pretrain.steps=200 --model.n_kv_head=2 --sft.identity=Ada")
-NOT_BUILT = {
-    "rl": "RL/RLHF (GRPO, reward model) is not built yet; `chatforge sft` gives the chat model",
-    "serve": "the OpenAI-compatible server and web UI are not built yet; use `chatforge chat`",
-    "export": "export to transformers / GGUF is not built yet; checkpoints are safetensors + config.json",
-}
+NOT_BUILT = {s.name: s.not_built for s in STAGES.values() if s.not_built} | {
+    "serve": "the OpenAI-compatible server and web UI are not built yet; use `chatforge chat`"}
 
 
-def _stages():
-    # Imported lazily: `chatforge --help` should not pay for importing torch.
-    from chatforge.data.pipeline import build_sample_corpus
-    from chatforge.posttrain.sft import sft
-    from chatforge.pretrain.train import pretrain
-    from chatforge.tokenizer.shards import build_tokenizer_and_shards
-
-    return {"data": build_sample_corpus, "tokenizer": build_tokenizer_and_shards, "pretrain": pretrain, "sft": sft}
+def settings_help(section: str | None) -> str:
+    if section is None:
+        return OVERRIDES_HELP
+    fields = [f.name for f in dataclasses.fields({f.name: f.type for f in dataclasses.fields(Config)}[section])]
+    return f"settings: --{section}.FIELD=VALUE, FIELD one of {', '.join(fields)}. {OVERRIDES_HELP}"
 
 
 def parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -55,26 +54,24 @@ def open_from_args(args, overrides, save: bool = True):
     return open_run(args.run or f"runs/{args.preset or 'tiny'}", args.preset, args.depth, overrides, save)
 
 
-def cmd_stage(args, overrides) -> None:
+def cmd_stage(args, overrides, force: bool = False, **options) -> dict | None:
+    """Run the stage named by the command (speedrun: every built stage in order); returns its metrics."""
     from chatforge.config import to_dict
-    from chatforge.runs import STAGES, run_stage
+    from chatforge.runs import run_stage
 
     run = open_from_args(args, overrides, save=not args.show_config)
     if args.show_config:
         print(json.dumps(to_dict(run.config), indent=2))
-        return
-    stages = _stages()
-    for name in STAGES if args.command == "speedrun" else [args.command]:
-        for earlier in STAGES[: STAGES.index(name)]:
-            run.require(earlier)
-        run_stage(run, name, stages[name], force=args.force)
-    if args.command == "speedrun":
-        from chatforge.report import print_summary, summarize, write_report
-
-        summary = summarize(run)
-        print_summary(summary)
-        path = write_report(run, summary)
-        print(f"\nreport: {path}\nchat with it: chatforge chat --run {run.path}")
+        return None
+    if args.command != "speedrun":
+        return run_stage(run, args.command, force=args.force or force, **options)
+    for stage in STAGES.values():
+        if stage.not_built:
+            print(f"{stage.name}: skipped, {stage.not_built}")
+        else:
+            run_stage(run, stage.name, force=args.force)
+    print(f"chat with it: chatforge chat --run {run.path}")
+    return None
 
 
 def cmd_tokenizer(args, overrides) -> None:
@@ -91,7 +88,7 @@ def cmd_tokenizer(args, overrides) -> None:
     console = Console(highlight=False)
     if args.action == "show":
         if args.text is None:
-            raise ValueError("usage: chatforge tokenizer show TEXT")
+            raise UserError("usage: chatforge tokenizer show TEXT")
         coloured, ids = show(tok, args.text)
         console.print(coloured)
         console.print(f"{len(ids)} tokens, {len(args.text.encode())} bytes: {ids}")
@@ -147,7 +144,7 @@ def cmd_chat(args, overrides) -> None:
     model, tok, stage = load_chat_model(run, args.stage)
     # the run's tools section, then --tools.FIELD=VALUE overrides, then the flags; this session only
     if bad := [k for k in overrides if not k.startswith("tools.")]:
-        raise ValueError(f"chat takes only tools.* overrides, not {', '.join(bad)}")
+        raise UserError(f"chat takes only tools.* overrides, not {', '.join(bad)}")
     if args.no_python:
         overrides["tools.python"] = "false"
     if args.search_url:
@@ -166,12 +163,14 @@ def cmd_generate(args, overrides) -> None:
     from chatforge.infer.engine import Engine
 
     if (args.prompt is None) == (args.file is None):
-        raise ValueError("give a prompt or --file PROMPT.txt (one of them)")
+        raise UserError("give a prompt or --file PROMPT.txt (one of them)")
+    if args.file is not None and not Path(args.file).is_file():
+        raise UserError(f"no prompt file {args.file}")
     prompt = args.prompt if args.file is None else Path(args.file).read_text()
     if not prompt:
-        raise ValueError("the prompt is empty")
+        raise UserError("the prompt is empty")
     if args.n < 1:
-        raise ValueError(f"-n must be >= 1 (got {args.n})")
+        raise UserError(f"-n must be >= 1 (got {args.n})")
     params = sampling_params(args)
     model, tok, _ = load_chat_model(Path(args.run or "runs/tiny"), args.stage)
     engine = Engine(model, tok, max_batch=min(args.n, 16), compile=args.compile)
@@ -184,42 +183,20 @@ def cmd_generate(args, overrides) -> None:
 
 
 def cmd_eval(args, overrides) -> None:
-    import torch
-
-    from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
-    from chatforge.model.checkpoint import load_model
-    from chatforge.tokenizer.bpe import load_tokenizer
-    from chatforge.tokenizer.shards import TokenShards
-
-    run = open_from_args(args, overrides)
-    run.require("pretrain")
-    tok = load_tokenizer(run.path / "tokenizer")
-    lengths = torch.tensor(tok.byte_lengths())
-    train, val = TokenShards(run.path / "tokens", "train"), TokenShards(run.path / "tokens", "val")
-    pc, seq_len = run.config.pretrain, run.config.model.seq_len
-    results = {"unigram_bpb": round(unigram_bpb(train, val, lengths.numpy(), seq_len, pc.eval_tokens), 4)}
-    for stage in ("base", "sft"):
-        if (run.path / stage / "model.safetensors").exists():
-            bpb = evaluate_bpb(load_model(run.path / stage), val, lengths, pc.batch_size, pc.eval_tokens)
-            results[f"{stage}_bpb"] = round(bpb, 4)
-    for k, v in results.items():
-        print(f"{k:>12}: {v}")
-    (run.path / "metrics").mkdir(exist_ok=True)
-    (run.path / "metrics" / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-
-
-def cmd_report(args, overrides) -> None:
-    from chatforge.report import print_summary, summarize, write_report
-
-    run = open_from_args(args, overrides)
-    summary = summarize(run)
-    print_summary(summary)
-    print(f"report: {write_report(run, summary)}")
+    # naming the kinds or the checkpoint asks for an evaluation now, done or not
+    figures = cmd_stage(args, overrides, force=bool(args.kinds) or args.stage is not None,
+                        kinds=args.kinds or None, checkpoint=args.stage)
+    if args.json and figures is not None:
+        print(json.dumps(figures))
 
 
 def cmd_not_built(args, overrides) -> None:
-    print(f"chatforge {args.command}: {NOT_BUILT[args.command]}.", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(NOT_BUILT[args.command])
+
+
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", choices=CHECKPOINTS,
+                   help="which checkpoint (default: the most trained one present, rl > sft > base)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -248,18 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     stage_opts.add_argument("--force", action="store_true", help="redo the stage even if it finished")
     stage_opts.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
-    helps = {
-        "data": "web crawl (WARC/WET/HTML/JSONL/parquet/text) or the sample corpus -> clean, deduplicated "
-                "parquet documents (data/)",
-        "tokenizer": "train BPE on the documents and write token shards (tokenizer/, tokens/)",
-        "pretrain": "pretrain the base model on the token shards (base/)",
-        "sft": "fine-tune the base model into a chat model (sft/)",
-        "speedrun": "run every stage in order, then print the summary and write the report",
-    }
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
+    for stage in STAGES.values():
+        if stage.not_built:
+            p = sub.add_parser(stage.name, help=f"(not built yet) {stage.help}", description=stage.not_built + ".",
+                               parents=[run_opts])
+            p.set_defaults(fn=cmd_not_built)
+            continue
+        p = sub.add_parser(stage.name, help=stage.help, description=stage.help, parents=[stage_opts],
+                           epilog=settings_help(stage.section))
         p.set_defaults(fn=cmd_stage)
-        if name == "data":
+        if stage.name == "data":
             p.add_argument("action", nargs="?", choices=["inspect", "index"],
                            help="inspect: the funnel per step and random kept/dropped documents; index: a BM25 "
                                 "index of the documents for the search tool (index/) (without an action: run "
@@ -277,18 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dense", action="store_true",
                            help="index: also embed every passage for hybrid search (the `dense` extra)")
             p.set_defaults(fn=cmd_data)
-        if name == "tokenizer":
+        if stage.name == "tokenizer":
             p.add_argument("action", nargs="?", choices=["show", "stats"],
                            help="show TEXT: colour its tokens; stats: compression and vocabulary use "
                                 "(without an action: run the stage)")
             p.add_argument("text", nargs="?", help="the text for `show`")
             p.set_defaults(fn=cmd_tokenizer)
+        if stage.name == "eval":
+            p.add_argument("kinds", nargs="*", metavar="KIND",
+                           help="bpb, chat, rl or lm-eval (default: every kind the run supports); naming kinds "
+                                "evaluates again even if the stage finished")
+            add_checkpoint_arg(p)
+            p.add_argument("--json", action="store_true", help="print the figures as one JSON line, last")
+            p.set_defaults(fn=cmd_eval)
+    built = ", ".join(s.name for s in STAGES.values() if not s.not_built)
+    text = f"run every built stage in order ({built}); the report ends with a summary"
+    p = sub.add_parser("speedrun", help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
+    p.set_defaults(fn=cmd_stage)
 
     p = sub.add_parser("chat", help="chat with a trained model in the terminal",
-                       description="Chat with the run's SFT model (or base model) in the terminal.")
+                       description="Chat with the run's most trained model (or --stage) in the terminal.")
     p.add_argument("--run", help="run directory (default: runs/tiny)")
-    p.add_argument("--stage", choices=["auto", "sft", "base"], default="auto",
-                   help="which checkpoint (auto: sft if present, else base)")
+    add_checkpoint_arg(p)
     p.add_argument("-p", "--prompt", help="ask one question, print the answer and exit")
     p.add_argument("--system", help="system prompt")
     add_sampling_args(p)
@@ -298,31 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search backend (tools.search; auto: the run's index, hybrid if it has dense embeddings)")
     p.set_defaults(fn=cmd_chat)
 
-    p = sub.add_parser("generate", help="complete a text with the base model",
-                       description="Base-model completion: continue PROMPT (or a few-shot prompt from --file).")
+    p = sub.add_parser("generate", help="complete a text with a model, as a document",
+                       description="Completion: continue PROMPT (or a few-shot prompt from --file) as a document.")
     p.add_argument("prompt", nargs="?", help="the text to continue")
     p.add_argument("--file", help="read the prompt from this file")
     p.add_argument("--run", help="run directory (default: runs/tiny)")
-    p.add_argument("--stage", choices=["base", "sft"], default="base", help="which checkpoint")
+    add_checkpoint_arg(p)
     p.add_argument("-n", type=int, default=1, help="samples, generated as one batch")
     add_sampling_args(p)
     p.set_defaults(fn=cmd_generate)
 
-    p = sub.add_parser("eval", help="val bits per byte of the base and SFT models vs the unigram baseline",
-                       description="Val bits per byte of the run's models vs the unigram baseline.",
-                       parents=[run_opts])
-    p.set_defaults(fn=cmd_eval)
-    p = sub.add_parser("report", help="write report/report.md and loss plots for a run",
-                       description="Summarise a run: stage timings, bpb, samples; writes report/.",
-                       parents=[run_opts])
-    p.set_defaults(fn=cmd_report)
-    for name, text in NOT_BUILT.items():
-        p = sub.add_parser(name, help=f"(not built yet) {text.split(';')[0]}", description=text + ".")
-        p.set_defaults(fn=cmd_not_built)
+    p = sub.add_parser("serve", help=f"(not built yet) {NOT_BUILT['serve'].split(';')[0]}",
+                       description=NOT_BUILT["serve"] + ".")
+    p.set_defaults(fn=cmd_not_built)
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, str]]:
+    """The command line as (args, config overrides)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "action", None) == "show" and args.text is None and extra and not extra[0].startswith("-"):
@@ -330,11 +308,16 @@ def main(argv: list[str] | None = None) -> None:
     overrides = parse_overrides(extra, parser)
     if overrides and args.fn in (cmd_generate, cmd_not_built):
         parser.error(f"{args.command} takes no config overrides")
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, overrides = parse_args(argv)
     try:
         args.fn(args, overrides)
-    except (RunError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except UserError as e:
         print(f"chatforge {args.command}: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
     except KeyboardInterrupt:
         print(f"\nchatforge {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -9,7 +9,10 @@ import dataclasses
 import json
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field
+
+from chatforge.errors import UserError
 
 
 @dataclass
@@ -27,11 +30,11 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.n_kv_head:
-            raise ValueError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}")
+            raise UserError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}")
         if (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"head_dim={self.n_embd // self.n_head} must be even for RoPE")
+            raise UserError(f"head_dim={self.n_embd // self.n_head} must be even for RoPE")
 
     @property
     def ffn_dim(self) -> int:
@@ -96,10 +99,10 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 0:
-            raise ValueError(f"pretrain.steps must be >0, or 0 (derived from param_data_ratio), got {self.steps}")
+            raise UserError(f"pretrain.steps must be >0, or 0 (derived from param_data_ratio), got {self.steps}")
         if self.batch_tokens < -1:
-            raise ValueError(f"pretrain.batch_tokens must be >0 (exact), 0 (batch_size x grad_accum x processes) "
-                             f"or -1 (derived from the depth), got {self.batch_tokens}")
+            raise UserError(f"pretrain.batch_tokens must be >0 (exact), 0 (batch_size x grad_accum x processes) "
+                            f"or -1 (derived from the depth), got {self.batch_tokens}")
 
 
 @dataclass
@@ -131,13 +134,22 @@ class ToolsConfig:
 
     def __post_init__(self) -> None:
         if self.search not in SEARCH_BACKENDS:
-            raise ValueError(f"tools.search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
+            raise UserError(f"tools.search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
         if self.top_k < 1:
-            raise ValueError(f"tools.top_k must be >= 1, got {self.top_k}")
+            raise UserError(f"tools.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass
+class EvalConfig:
+    """`chatforge eval` (chatforge/eval/run.py)."""
+    bpb_tokens: int = 0  # validation tokens scored for bits per byte; 0: pretrain.eval_tokens, as pretraining scores
+    sample_tokens: int = 48  # the length of each base-model sample and chat answer the report shows
 
 
 @dataclass
 class Config:
+    """The whole config of a run, a section per dataclass field: a new section is one field here (to_dict,
+    from_dict, apply_overrides and the presets follow the fields)."""
     preset: str = "tiny"
     depth: int = 4
     data: DataConfig = field(default_factory=DataConfig)
@@ -146,6 +158,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def adamw_lr(n_embd: int) -> float:
@@ -196,26 +209,26 @@ def resolve_pretrain(pc: PretrainConfig, m: GPTConfig, world: int) -> PretrainCo
     param_data_ratio x scaling_params, even where the steps are explicit: the batch of a horizon of steps x batch
     would be circular, and the ratio is the dial to turn."""
     if (pc.steps == 0 or pc.batch_tokens == -1) and pc.param_data_ratio <= 0:
-        raise ValueError(f"pretrain.param_data_ratio must be > 0 to derive the steps or the batch, "
-                         f"got {pc.param_data_ratio}")
+        raise UserError(f"pretrain.param_data_ratio must be > 0 to derive the steps or the batch, "
+                        f"got {pc.param_data_ratio}")
     horizon = pc.param_data_ratio * scaling_params(m)
     micro = pc.batch_size * m.seq_len * world
     if pc.batch_tokens == -1:
         batch_tokens = batch_tokens_for(m, round(horizon))
         if batch_tokens < micro:
-            raise ValueError(f"the batch derived from the depth, {batch_tokens:,} tokens per step, is smaller than "
-                             f"one micro-batch on every process (batch_size x seq_len x processes = {pc.batch_size} "
-                             f"x {m.seq_len} x {world} = {micro:,}); lower pretrain.batch_size or set "
-                             f"pretrain.batch_tokens")
+            raise UserError(f"the batch derived from the depth, {batch_tokens:,} tokens per step, is smaller than "
+                            f"one micro-batch on every process (batch_size x seq_len x processes = {pc.batch_size} "
+                            f"x {m.seq_len} x {world} = {micro:,}); lower pretrain.batch_size or set "
+                            f"pretrain.batch_tokens")
     else:
         batch_tokens = pc.batch_tokens or micro * pc.grad_accum
     if batch_tokens % micro:
-        raise ValueError(f"pretrain.batch_tokens={batch_tokens} is not a multiple of batch_size x seq_len x "
-                         f"processes = {pc.batch_size} x {m.seq_len} x {world} = {micro}")
+        raise UserError(f"pretrain.batch_tokens={batch_tokens} is not a multiple of batch_size x seq_len x "
+                        f"processes = {pc.batch_size} x {m.seq_len} x {world} = {micro}")
     steps = pc.steps or round(horizon / batch_tokens)
     if steps < 1:
-        raise ValueError(f"pretrain.param_data_ratio={pc.param_data_ratio} derives {horizon:,.0f} training tokens, "
-                         f"less than half a step of {batch_tokens:,}; raise it")
+        raise UserError(f"pretrain.param_data_ratio={pc.param_data_ratio} derives {horizon:,.0f} training tokens, "
+                        f"less than half a step of {batch_tokens:,}; raise it")
     return dataclasses.replace(pc, batch_tokens=batch_tokens, grad_accum=batch_tokens // micro, steps=steps)
 
 
@@ -247,15 +260,16 @@ PRESETS: dict[str, dict] = {
 
 def make_config(preset: str = "tiny", depth: int | None = None) -> Config:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     depth = depth or p["depth"]
     cfg = Config(preset=preset, depth=depth, tokenizer=TokenizerConfig(vocab_size=p["vocab"]),
                  model=model_for_depth(depth, p["vocab"], p["seq_len"]))
     if depth == p["depth"]:  # explicit widths belong to the preset's own depth
         cfg.model = dataclasses.replace(cfg.model, **p.get("model", {}))
-    for section in ("data", "pretrain", "sft"):
-        setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **p.get(section, {})))
+    for f in dataclasses.fields(Config):
+        if f.name != "model" and isinstance(p.get(f.name), dict):
+            setattr(cfg, f.name, dataclasses.replace(getattr(cfg, f.name), **p[f.name]))
     return cfg
 
 
@@ -265,7 +279,7 @@ def _parse(value: str, typ):
             return True
         if value.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
+        raise UserError(f"expected a boolean, got {value!r}")
     return typ(value)
 
 
@@ -274,17 +288,17 @@ def apply_overrides(cfg: Config, overrides: dict[str, str]) -> Config:
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if not name:
-            raise ValueError(f"override {key!r} must look like SECTION.FIELD (e.g. pretrain.steps)")
+            raise UserError(f"override {key!r} must look like SECTION.FIELD (e.g. pretrain.steps)")
         sub = getattr(cfg, section, None)
         if sub is None or not dataclasses.is_dataclass(sub):
-            raise ValueError(f"unknown config section {section!r} in {key!r}")
+            raise UserError(f"unknown config section {section!r} in {key!r}")
         hints = typing.get_type_hints(type(sub))
         if name not in hints:
-            raise ValueError(f"unknown field {key!r}; {section} has: {', '.join(hints)}")
+            raise UserError(f"unknown field {key!r}; {section} has: {', '.join(hints)}")
         try:
             setattr(cfg, section, dataclasses.replace(sub, **{name: _parse(value, hints[name])}))
         except ValueError as e:
-            raise ValueError(f"bad value for {key}: {e}") from None
+            raise UserError(f"bad value for {key}: {e}") from None
     if cfg.model.vocab_size != cfg.tokenizer.vocab_size:
         cfg.model = dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
     return cfg
@@ -295,9 +309,21 @@ def to_dict(cfg: Config) -> dict:
 
 
 def from_dict(d: dict) -> Config:
-    d = json.loads(json.dumps(d))  # deep copy
-    return Config(preset=d["preset"], depth=d["depth"], data=DataConfig(**d["data"]),
-                  tokenizer=TokenizerConfig(**d["tokenizer"]), model=GPTConfig(**d["model"]),
-                  pretrain=PretrainConfig(**d["pretrain"]), sft=SFTConfig(**d["sft"]),
-                  tools=ToolsConfig(**d.get("tools", {})))  # runs made before the tools section
+    """to_dict's inverse, for the config in a run's manifest. A run made by an older version still opens: a
+    section or field it lacks takes its default, and one this version no longer has is dropped with a warning."""
+    dropped: list[str] = []
+    cfg = _from_dict(Config, json.loads(json.dumps(d)), "", dropped)
+    if dropped:
+        warnings.warn(f"the run's config has fields this version of chatforge no longer has; dropped: "
+                      f"{', '.join(dropped)}", stacklevel=2)
+    return cfg
+
+
+def _from_dict(cls, d: dict, prefix: str, dropped: list[str]):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    dropped += [prefix + k for k in d if k not in names]
+    kwargs = {k: _from_dict(hints[k], v, f"{prefix}{k}.", dropped) if dataclasses.is_dataclass(hints[k]) else v
+              for k, v in d.items() if k in names}
+    return cls(**kwargs)
 

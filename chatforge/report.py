@@ -1,5 +1,7 @@
-"""The run's report: stage timings, val bits per byte against the unigram baseline, base-model
-samples and chat answers, as a terminal table, report/report.md and report/loss.png."""
+"""The `report` stage: a run summarised from its files alone (manifest.json, metrics/*.jsonl, eval/*.json; it
+loads no model): stage timings, val bits per byte against the unigram baseline, base-model samples, chat
+answers and chat-task scores, as a terminal summary, report/report.md, report/loss.png and
+report/summary.json."""
 
 import json
 from pathlib import Path
@@ -7,14 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from chatforge.infer.chat import reply
-from chatforge.infer.engine import generate
-from chatforge.model.checkpoint import load_model
-from chatforge.pretrain.train import SAMPLE_PROMPTS
-from chatforge.runs import STAGES, Run
-from chatforge.tokenizer.bpe import load_tokenizer
-
-CHAT_PROMPTS = ["Who are you?", "What is 12 + 7?", "Hello"]
+from chatforge.runs import CHECKPOINTS, STAGES, Run
 
 
 def read_metrics(run: Run, stage: str) -> list[dict]:
@@ -22,24 +17,38 @@ def read_metrics(run: Run, stage: str) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
 
 
-def summarize(run: Run, max_tokens: int = 48) -> dict:
-    out: dict = {"run": str(run.path), "preset": run.config.preset, "stages": {}}
-    for stage in STAGES:
-        info = run.stage_info(stage)
-        out["stages"][stage] = {"status": run.status(stage), "seconds": info.get("seconds")}
-    pre = run.stage_info("pretrain").get("metrics", {})
-    out["val_bpb"], out["unigram_bpb"] = pre.get("val_bpb"), pre.get("unigram_bpb")
-    tok = load_tokenizer(run.path / "tokenizer") if run.is_done("tokenizer") else None
-    if tok and run.is_done("pretrain"):
-        base = load_model(run.path / "base")
-        out["base_samples"] = [
-            p + tok.decode(generate(base, [tok.bos_id, *tok.encode(p)], max_tokens, 0.8, 50, seed=i))
-            for i, p in enumerate(SAMPLE_PROMPTS)]
-    if tok and run.is_done("sft"):
-        chat = load_model(run.path / "sft")
-        out["chat"] = [(q, reply(chat, tok, [{"role": "user", "content": q}], 0.0, 0, max_tokens)[0])
-                       for q in CHAT_PROMPTS]
+def read_eval(run: Run, kind: str) -> dict:
+    path = run.path / "eval" / f"{kind}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def summarize(run: Run) -> dict:
+    """Everything the report shows, as plain data (report/summary.json)."""
+    stages = [s.name for s in STAGES.values() if not s.not_built and s.name != "report"]  # it cannot time itself
+    out: dict = {"run": str(run.path), "preset": run.config.preset, "git_sha": run.manifest.get("git_sha"),
+                 "stages": {s: {"status": run.status(s), "seconds": run.stage_info(s).get("seconds")} for s in stages}}
+    bpb = read_eval(run, "bpb")
+    out["bpb"], out["base_samples"] = bpb.get("bpb", {}), bpb.get("samples", [])
+    chat = read_eval(run, "chat")
+    out["chat_scores"] = {stage: r["tasks"] for stage, r in chat.items()}
+    chat_stages = [s for s in CHECKPOINTS if s in chat]
+    out["chat"] = chat[chat_stages[-1]]["answers"] if chat_stages else []  # the most trained model's
     return out
+
+
+def bpb_line(bpb: dict) -> str:
+    models = ", ".join(f"{stage} {bpb[stage]:.4f}" for stage in CHECKPOINTS if stage in bpb)
+    line = f"val bits/byte: {models}; unigram baseline {bpb['unigram']:.4f}"
+    if "base" in bpb:
+        line += f" (the base model is {'below' if bpb['base'] < bpb['unigram'] else 'NOT below'} the baseline)"
+    return line
+
+
+def score_rows(scores: dict) -> list[list[str]]:
+    """The chat-task table, a row per task: its name, then "score (n=N)" per evaluated stage."""
+    tasks = dict.fromkeys(task for r in scores.values() for task in r)
+    return [[task, *(f"{r[task]['score']:.3f} (n={r[task]['n']})" if task in r else "-" for r in scores.values())]
+            for task in tasks]
 
 
 def print_summary(s: dict, console: Console | None = None) -> None:
@@ -51,14 +60,20 @@ def print_summary(s: dict, console: Console | None = None) -> None:
     for stage, info in s["stages"].items():
         t.add_row(stage, info["status"], f"{info['seconds']:.1f}s" if info["seconds"] is not None else "-")
     console.print(t)
-    if s.get("val_bpb") is not None:
-        verdict = "below" if s["val_bpb"] < s["unigram_bpb"] else "NOT below"
-        console.print(f"val bits/byte: base model {s['val_bpb']:.4f}, unigram baseline {s['unigram_bpb']:.4f} "
-                      f"({verdict} the baseline)")
-    for sample in s.get("base_samples", []):
+    if s["bpb"]:
+        console.print(bpb_line(s["bpb"]), highlight=False)
+    for sample in s["base_samples"]:
         console.print(f"[bold]base>[/bold] {sample!r}", highlight=False)
-    for q, a in s.get("chat", []):
+    for q, a in s["chat"]:
         console.print(f"[bold]user>[/bold] {q}  [bold]assistant>[/bold] {a}", highlight=False)
+    if s["chat_scores"]:
+        t = Table(title="chat tasks (held-out, 0..1)")
+        t.add_column("task")
+        for stage in s["chat_scores"]:
+            t.add_column(stage, justify="right")
+        for row in score_rows(s["chat_scores"]):
+            t.add_row(*row)
+        console.print(t)
 
 
 def plot_losses(run: Run, path: Path) -> bool:
@@ -92,19 +107,33 @@ def plot_losses(run: Run, path: Path) -> bool:
 def write_report(run: Run, s: dict) -> Path:
     out_dir = run.path / "report"
     out_dir.mkdir(exist_ok=True)
-    lines = [f"# chatforge run `{s['run']}`", "", f"preset: {s['preset']}, git sha: {run.manifest.get('git_sha')}", "",
+    lines = [f"# chatforge run `{s['run']}`", "", f"preset: {s['preset']}, git sha: {s['git_sha']}", "",
              "| stage | status | wall time (s) |", "|---|---|---|"]
     lines += [f"| {k} | {v['status']} | {v['seconds'] if v['seconds'] is not None else '-'} |"
               for k, v in s["stages"].items()]
-    if s.get("val_bpb") is not None:
-        lines += ["", f"Val bits per byte: **{s['val_bpb']}** (unigram baseline {s['unigram_bpb']})."]
+    if s["bpb"]:
+        lines += ["", bpb_line(s["bpb"]) + "."]
     if plot_losses(run, out_dir / "loss.png"):
         lines += ["", "![losses](loss.png)"]
-    if s.get("base_samples"):
+    if s["base_samples"]:
         lines += ["", "## Base model samples", ""] + [f"- `{x!r}`" for x in s["base_samples"]]
-    if s.get("chat"):
+    if s["chat"]:
         lines += ["", "## Chat", ""] + [f"- **user:** {q}  \n  **assistant:** {a}" for q, a in s["chat"]]
+    if s["chat_scores"]:
+        stages = list(s["chat_scores"])
+        lines += ["", "## Chat tasks (held-out split, score 0..1)", "", "| task | " + " | ".join(stages) + " |",
+                  "|---|" + "---|" * len(stages)]
+        lines += ["| " + " | ".join(row) + " |" for row in score_rows(s["chat_scores"])]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
     return path
+
+
+def report(run: Run, resume: bool = False) -> dict:
+    """The stage: print the summary and write report/ (nothing to resume: it is rewritten whole)."""
+    s = summarize(run)
+    print_summary(s)
+    path = write_report(run, s)
+    print(f"report: {path}")
+    return {"path": str(path.relative_to(run.path))}

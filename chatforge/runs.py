@@ -1,23 +1,70 @@
-"""The run directory and its manifest.json: config, versions, git sha, per-stage status and timings.
+"""The run directory and its manifest.json (config, versions, git sha, per-stage status and timings), and
+the one table of the pipeline's stages.
 
-Every stage reads its inputs from and writes its outputs to one run directory (DESIGN.md §3).
-A finished stage is skipped on re-run unless forced; redoing a stage marks the stages after it
-stale, so a pipeline never mixes a new tokenizer with an old model.
+Every stage reads its inputs from and writes its outputs to one run directory (docs/design.md). A finished
+stage is skipped on re-run unless forced; redoing a stage marks the stages after it stale, so a pipeline
+never mixes a new tokenizer with an old model.
 """
 
+import importlib
 import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from chatforge.config import Config, apply_overrides, from_dict, make_config, to_dict
+from chatforge.errors import UserError
 
-STAGES = ["data", "tokenizer", "pretrain", "sft"]
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline. `fn` is "module:function", imported only when the stage runs (so
+    `chatforge --help` does not import torch, and this module imports no later stage); it is called as
+    fn(run, resume) and returns the metrics the manifest records. `section` is the Config field holding its
+    settings, `needs` the stages that must have finished first. A stage that is not built yet has no fn
+    and says so in `not_built`."""
+    name: str
+    fn: str
+    section: str | None
+    needs: tuple[str, ...]
+    help: str
+    not_built: str = ""
+    rerun: bool = False  # run whenever asked for, done or not: it only reads the run and rewrites its own files
+
+    def load(self) -> Callable:
+        module, _, name = self.fn.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+# The pipeline in order: the CLI has a subcommand per stage, `speedrun` runs the built ones in this order, and
+# redoing one marks those after it stale. To add a stage: write its function (fn(run, resume) -> metrics), add
+# its line here, and, if it has settings, a dataclass field for them in chatforge.config.Config.
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("data", "chatforge.data.pipeline:build_sample_corpus", "data", (),
+          "web crawl (WARC/WET/HTML/JSONL/parquet/text) or the sample corpus -> clean, deduplicated parquet "
+          "documents (data/)"),
+    Stage("tokenizer", "chatforge.tokenizer.shards:build_tokenizer_and_shards", "tokenizer", ("data",),
+          "train BPE on the documents and write token shards (tokenizer/, tokens/)"),
+    Stage("pretrain", "chatforge.pretrain.train:pretrain", "pretrain", ("tokenizer",),
+          "pretrain the base model on the token shards (base/)"),
+    Stage("sft", "chatforge.posttrain.sft:sft", "sft", ("pretrain",),
+          "fine-tune the base model into a chat model (sft/)"),
+    Stage("rl", "", None, ("sft",), "reinforcement learning on the chat model (rl/)",
+          not_built="RL/RLHF (GRPO, reward model) is not built yet; `chatforge sft` gives the chat model"),
+    Stage("eval", "chatforge.eval.run:evaluate", "eval", ("pretrain",),
+          "evaluate the run's checkpoints: val bits per byte vs the unigram baseline, chat tasks (eval/)"),
+    Stage("export", "", None, ("pretrain",), "export a checkpoint to transformers / GGUF (export/)",
+          not_built="export to transformers / GGUF is not built yet; checkpoints are safetensors + config.json"),
+    Stage("report", "chatforge.report:report", None, (),
+          "summarise the run: stage times, bpb, samples, chat scores (report/report.md, loss.png)", rerun=True),
+]}
+CHECKPOINTS = ("base", "sft", "rl")  # the checkpoint directories, least trained first
 VERSIONED = ["chatforge", "torch", "numpy", "pyarrow", "tiktoken", "rustbpe", "safetensors"]
 
 
@@ -54,10 +101,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-class RunError(Exception):
-    """A run directory that cannot do what was asked (a missing stage, a mismatched preset)."""
-
-
 @dataclass
 class Run:
     path: Path
@@ -81,8 +124,8 @@ class Run:
 
     def require(self, stage: str) -> None:
         if not self.is_done(stage):
-            raise RunError(f"stage {stage!r} has not finished in {self.path} (status: {self.status(stage)}); "
-                           f"run `chatforge {stage} --run {self.path}` first")
+            raise UserError(f"stage {stage!r} has not finished in {self.path} (status: {self.status(stage)}); "
+                            f"run `chatforge {stage} --run {self.path}` first")
 
 
 def open_run(path: str | Path, preset: str | None = None, depth: int | None = None,
@@ -94,8 +137,8 @@ def open_run(path: str | Path, preset: str | None = None, depth: int | None = No
         manifest = json.loads(mpath.read_text())
         config = from_dict(manifest["config"])
         if (preset and preset != config.preset) or (depth and depth != config.depth):
-            raise RunError(f"{path} was created with preset={config.preset} depth={config.depth}; "
-                           f"use a new --run directory for another preset or depth")
+            raise UserError(f"{path} was created with preset={config.preset} depth={config.depth}; "
+                            f"use a new --run directory for another preset or depth")
     else:
         config = make_config(preset or "tiny", depth)
         manifest = {"name": path.name, "created": now(), "stages": {}}
@@ -109,12 +152,28 @@ def open_run(path: str | Path, preset: str | None = None, depth: int | None = No
     return run
 
 
-def run_stage(run: Run, stage: str, fn, force: bool = False) -> dict:
-    """Run fn(run, resume) -> metrics as `stage`, recording status and timings; a done stage is a
-    no-op. `resume` is true when the last attempt was interrupted, so fn can pick up its checkpoint."""
+def needed(stage: str) -> list[str]:
+    """The stages `stage` needs, directly or through another, earliest first."""
+    out: list[str] = []
+    for need in STAGES[stage].needs:
+        out += [s for s in [*needed(need), need] if s not in out]
+    return out
+
+
+def run_stage(run: Run, stage: str, force: bool = False, **options) -> dict:
+    """Run STAGES[stage]'s fn(run, resume, **options) -> metrics, recording status and timings once the stages
+    it needs have finished; a done stage is a no-op unless forced (or a rerun stage). `resume` is true when the
+    last attempt was interrupted, so fn can pick up its checkpoint."""
+    spec = STAGES[stage]
+    if spec.not_built:
+        raise UserError(spec.not_built)
+    for need in needed(stage):
+        run.require(need)
+    force = force or spec.rerun
     if run.is_done(stage) and not force:
         print(f"{stage}: already done in {run.path} (use --force to redo)")
         return run.stage_info(stage).get("metrics", {})
+    fn = spec.load()
     resume = not force and run.status(stage) in ("running", "failed")
     # The config this stage ran with: later overrides change the run's config, not what made this stage.
     info = {"status": "running", "started": now(), "config": to_dict(run.config)}
@@ -122,15 +181,33 @@ def run_stage(run: Run, stage: str, fn, force: bool = False) -> dict:
     run.save()
     t0 = time.time()
     try:
-        metrics = fn(run, resume) or {}
+        metrics = fn(run, resume, **options) or {}
     except BaseException as e:
         info.update(status="failed", error=f"{type(e).__name__}: {e}", seconds=round(time.time() - t0, 2))
         run.save()
         raise
     info.update(status="done", finished=now(), seconds=round(time.time() - t0, 2), metrics=metrics)
-    if stage in STAGES:
-        for later in STAGES[STAGES.index(stage) + 1:]:
-            if run.is_done(later):
-                run.manifest["stages"][later]["status"] = "stale"
+    names = list(STAGES)
+    for later in names[names.index(stage) + 1:]:
+        if run.is_done(later):
+            run.manifest["stages"][later]["status"] = "stale"
     run.save()
     return metrics
+
+
+def checkpoints(run_path: str | Path) -> list[str]:
+    """The checkpoints a run has, least trained first."""
+    return [s for s in CHECKPOINTS if (Path(run_path) / s / "model.safetensors").exists()]
+
+
+def checkpoint_stage(run_path: str | Path, stage: str | None = None) -> str:
+    """The checkpoint `chat`, `generate`, `eval` and `export` use: `stage` (base, sft or rl) if given, else the
+    most trained one present."""
+    present = checkpoints(run_path)
+    if stage is None and present:
+        return present[-1]
+    if stage in present:
+        return stage
+    if not present:
+        raise UserError(f"no checkpoint in {run_path}; run `chatforge speedrun --run {run_path}` first")
+    raise UserError(f"no {stage} checkpoint in {run_path}; it has: {', '.join(present)}")

@@ -1,11 +1,17 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import chatforge
 
-STAGE_COMMANDS = ["data", "tokenizer", "pretrain", "sft", "speedrun"]
-ALL_COMMANDS = STAGE_COMMANDS + ["rl", "eval", "chat", "serve", "export", "report"]
+from chatforge.cli import main, parse_args
+from chatforge.errors import UserError
+from chatforge.runs import STAGES
+
+STAGE_COMMANDS = ["data", "tokenizer", "pretrain", "sft", "eval", "report", "speedrun"]
+ALL_COMMANDS = STAGE_COMMANDS + ["rl", "chat", "generate", "serve", "export"]
 
 
 @pytest.mark.parametrize("cmd", [None] + ALL_COMMANDS)
@@ -27,18 +33,41 @@ def test_manifest_records_config_versions_and_timings(micro_run):
     assert m["config"]["preset"] == "micro"
     assert m["versions"]["torch"] and m["versions"]["tiktoken"] and m["versions"]["python"]
     assert "git_sha" in m
-    for stage in ("data", "tokenizer", "pretrain", "sft"):
+    for stage in ("data", "tokenizer", "pretrain", "sft", "eval", "report"):
         assert m["stages"][stage]["status"] == "done"
         assert m["stages"][stage]["seconds"] >= 0 and m["stages"][stage]["finished"]
+    assert "rl" not in m["stages"] and "export" not in m["stages"]  # not built: speedrun skips them
+    figures = m["stages"]["eval"]["metrics"]
+    assert figures["bpb"]["base"] < figures["bpb"]["unigram"] and set(figures["chat"]) == {"sft"}
 
 
 def test_speedrun_report(micro_run):
     summary = json.loads((micro_run / "report" / "summary.json").read_text())
     assert len(summary["base_samples"]) == 3 and len(summary["chat"]) == 3
-    assert summary["val_bpb"] < summary["unigram_bpb"]
+    assert summary["bpb"]["base"] < summary["bpb"]["unigram"] and "sft" in summary["bpb"]
+    assert set(summary["chat_scores"]["sft"]) == {"identity", "arithmetic"}
+    assert list(summary["stages"]) == ["data", "tokenizer", "pretrain", "sft", "eval"]
     report = (micro_run / "report" / "report.md").read_text()
-    assert "unigram baseline" in report and "loss.png" in report
+    assert "unigram baseline" in report and "loss.png" in report and "| identity |" in report
     assert (micro_run / "report" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_and_help_load_no_model():
+    code = ("import sys; import chatforge.report; from chatforge.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('chatforge.pretrain', "
+            "'chatforge.model', 'chatforge.infer'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_speedrun_again_skips_what_is_done_and_rewrites_the_report(micro_run, tmp_path):
+    run = tmp_path / "again"
+    shutil.copytree(micro_run, run)
+    out = chatforge("speedrun", "--run", str(run))
+    for stage in ("data", "tokenizer", "pretrain", "sft", "eval"):
+        assert f"{stage}: already done" in out.stdout
+    assert "rl: skipped, RL/RLHF" in out.stdout and "export: skipped" in out.stdout
+    assert "unigram baseline" in out.stdout and "chatforge chat --run" in out.stdout.splitlines()[-1]
 
 
 def test_finished_stage_is_a_no_op(micro_run):
@@ -54,22 +83,76 @@ def test_force_redoes_a_stage_and_marks_later_stages_stale(micro_run, tmp_path):
     chatforge("tokenizer", "--run", str(run), "--force")
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert stages["tokenizer"]["status"] == "done"
-    assert stages["pretrain"]["status"] == "stale" and stages["sft"]["status"] == "stale"
+    assert all(stages[s]["status"] == "stale" for s in ("pretrain", "sft", "eval", "report"))
     out = chatforge("sft", "--run", str(run), check=False)
-    assert out.returncode == 1 and "chatforge pretrain" in out.stderr
+    assert out.returncode == 2 and "chatforge pretrain" in out.stderr
+
+
+def one_line_error(out: subprocess.CompletedProcess, command: str) -> str:
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"chatforge {command}: error: "), out.stderr
+    return lines[0]
 
 
 def test_missing_prerequisite_is_one_clear_error(tmp_path):
     out = chatforge("pretrain", "--preset", "micro", "--run", str(tmp_path / "empty"), check=False)
-    assert out.returncode == 1
-    assert "stage 'data' has not finished" in out.stderr and "Traceback" not in out.stderr
+    assert "stage 'data' has not finished" in one_line_error(out, "pretrain")  # the first stage missing
 
 
-def test_bad_override_and_preset_mismatch(micro_run, tmp_path):
+def test_bad_override_preset_and_input_file_are_one_line_errors(micro_run, tmp_path):
     out = chatforge("data", "--run", str(tmp_path / "x"), "--pretrain.stepz=3", check=False)
-    assert out.returncode == 1 and "unknown field 'pretrain.stepz'" in out.stderr
+    assert "unknown field 'pretrain.stepz'" in one_line_error(out, "data")
+    out = chatforge("data", "--run", str(tmp_path / "x"), "--pretrain.steps=many", check=False)
+    assert "bad value for pretrain.steps" in one_line_error(out, "data")
     out = chatforge("data", "--run", str(micro_run), "--preset", "tiny", check=False)
-    assert out.returncode == 1 and "preset=micro" in out.stderr
+    assert "preset=micro" in one_line_error(out, "data")
+    out = chatforge("data", "--run", str(tmp_path / "x"), "--preset", "huge", check=False)
+    assert out.returncode == 2 and "invalid choice: 'huge'" in out.stderr  # argparse's own usage error
+    out = chatforge("generate", "--run", str(micro_run), "--file", str(tmp_path / "nope.txt"), check=False)
+    assert "no prompt file" in one_line_error(out, "generate")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, tmp_path, capsys):
+    import chatforge.report
+
+    def crash(run, resume=False):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(chatforge.report, "report", crash)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["report", "--run", str(tmp_path / "r")])
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["stages"]["report"]["status"] == "failed"
+
+    def refuse(run, resume=False):
+        raise UserError("nothing to report")
+
+    monkeypatch.setattr(chatforge.report, "report", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--run", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "chatforge report: error: nothing to report\n"
+
+    def interrupted(run, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(chatforge.report, "report", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--run", str(tmp_path / "r")])
+    assert exit_.value.code == 130 and "re-run the same command to resume" in capsys.readouterr().err
+
+
+def test_every_stage_of_the_table_is_a_command():
+    for name, stage in STAGES.items():
+        args, _ = parse_args([name, "--run", "r"])
+        assert args.command == name and (stage.not_built or stage.load())
+    args, _ = parse_args(["tokenizer", "show", "--run", "r", "some text"])  # options before the text
+    assert (args.action, args.text, args.run) == ("show", "some text", "r")
+    args, overrides = parse_args(["eval", "--run", "r", "bpb", "chat", "--stage", "sft", "--json",
+                                  "--eval.bpb_tokens=9"])
+    assert (args.kinds, args.stage, args.json, overrides) == (["bpb", "chat"], "sft", True, {"eval.bpb_tokens": "9"})
 
 
 def test_show_config_applies_overrides(tmp_path):
@@ -88,13 +171,34 @@ def test_chat_one_shot_streams_an_answer(micro_run):
 
 def test_chat_without_a_model_is_a_clear_error(tmp_path):
     out = chatforge("chat", "--run", str(tmp_path), "-p", "hi", check=False)
-    assert out.returncode == 1 and "speedrun" in out.stderr
+    assert "speedrun" in one_line_error(out, "chat")
 
 
-def test_eval_prints_bpb(micro_run):
-    out = chatforge("eval", "--run", str(micro_run))
-    results = json.loads((micro_run / "metrics" / "eval.json").read_text())
-    assert results["base_bpb"] < results["unigram_bpb"] and "base_bpb" in out.stdout
+def test_stage_picks_the_checkpoint(micro_run):
+    out = chatforge("generate", "The", "--run", str(micro_run), "--stage", "rl", check=False)
+    assert "no rl checkpoint" in one_line_error(out, "generate") and "it has: base, sft" in out.stderr
+    out = chatforge("eval", "chat", "--run", str(micro_run), "--stage", "base", check=False)
+    assert "needs a chat model" in one_line_error(out, "eval")
+    for kind in ("rl", "lm-eval"):
+        out = chatforge("eval", kind, "--run", str(micro_run), check=False)
+        assert "not built yet" in one_line_error(out, "eval")
+
+
+def test_eval_writes_each_kind_and_prints_json_last(micro_run, tmp_path):
+    run = tmp_path / "eval"
+    shutil.copytree(micro_run, run)
+    (run / "eval" / "bpb.json").unlink()
+    out = chatforge("eval", "bpb", "--run", str(run), "--stage", "base", "--json")
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(figures) == ["bpb"] and set(figures["bpb"]) == {"unigram", "base"}
+    assert figures["bpb"]["base"] < figures["bpb"]["unigram"]
+    written = json.loads((run / "eval" / "bpb.json").read_text())
+    assert written["bpb"] == figures["bpb"] and len(written["samples"]) == 3
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["eval"]["status"] == "done" and stages["eval"]["metrics"] == figures
+    assert stages["report"]["status"] == "stale"
+    out = chatforge("eval", "--run", str(run), "--json")  # nothing named: done, so its figures again
+    assert "already done" in out.stdout and json.loads(out.stdout.strip().splitlines()[-1]) == figures
 
 
 def test_interactive_chat_session(micro_run):

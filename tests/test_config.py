@@ -4,6 +4,7 @@ import pytest
 
 from chatforge.config import (
     PRESETS,
+    Config,
     adamw_lr,
     apply_overrides,
     batch_tokens_for,
@@ -13,6 +14,7 @@ from chatforge.config import (
     scaling_params,
     to_dict,
 )
+from chatforge.errors import UserError
 from chatforge.model.gpt import GPT, GPTConfig
 
 
@@ -22,6 +24,21 @@ def test_presets_are_valid_and_round_trip(preset):
     assert cfg.model.vocab_size == cfg.tokenizer.vocab_size
     assert cfg.model.n_layer == cfg.depth
     assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_an_older_manifest_opens_with_defaults_and_drops_removed_fields():
+    old = to_dict(make_config("micro"))
+    del old["eval"], old["tools"]["top_k"]  # made before these existed
+    old["sft"]["n_identity"] = 40  # a field this version no longer has
+    with pytest.warns(UserWarning, match=r"dropped: sft\.n_identity$"):
+        cfg = from_dict(old)
+    assert cfg == make_config("micro")
+
+
+def test_every_section_overrides_and_round_trips_by_its_fields():
+    cfg = apply_overrides(make_config("micro"), {"eval.bpb_tokens": "2048", "tools.python": "off"})
+    assert from_dict(to_dict(cfg)) == cfg and cfg.eval.bpb_tokens == 2048 and cfg.tools.python is False
+    assert set(to_dict(cfg)) == {f.name for f in dataclasses.fields(Config)}
 
 
 def test_depth_dial_derives_width_and_heads():
@@ -58,8 +75,13 @@ def test_vocab_override_follows_into_the_model():
     ("model.n_head", "3", "not divisible"),
 ])
 def test_bad_overrides_say_what_is_wrong(key, value, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises(UserError, match=msg):
         apply_overrides(make_config("tiny"), {key: value})
+
+
+def test_an_unknown_preset_is_a_user_error():
+    with pytest.raises(UserError, match="unknown preset 'huge'; choose one of micro"):
+        make_config("huge")
 
 
 def test_model_config_rejects_inconsistent_heads():

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from chatforge.errors import UserError
 from chatforge.model.gpt import GPT
 from chatforge.model.precision import autocast
 from chatforge.tokenizer.shards import TokenShards
@@ -28,7 +29,7 @@ def evaluate_bpb(model: GPT, val: TokenShards, byte_lengths: torch.Tensor, batch
         n_bytes += nb.sum().item()
     model.train(was_training)
     if n_bytes == 0:
-        raise ValueError("the validation split has no tokens to evaluate; is it empty?")
+        raise UserError("the validation split has no tokens to evaluate; is it empty?")
     return nats / (math.log(2) * n_bytes)
 
 

@@ -5,9 +5,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from chatforge.errors import UserError
 from chatforge.infer.engine import Engine, GenStats, SamplingParams
 from chatforge.model.checkpoint import load_model
 from chatforge.model.gpt import GPT
+from chatforge.runs import checkpoint_stage
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import parse_reply, render_prompt
 
@@ -24,13 +26,11 @@ def stats_line(stats: GenStats) -> str:
             f"{tools}]")
 
 
-def load_chat_model(run_path: Path, stage: str = "auto", device: str = "cpu") -> tuple[GPT, Tokenizer, str]:
-    """The newest trained model of a run (sft, else base) and its tokenizer."""
-    stages = ["sft", "base"] if stage == "auto" else [stage]
-    for s in stages:
-        if (Path(run_path) / s / "model.safetensors").exists():
-            return load_model(Path(run_path) / s, device), load_tokenizer(Path(run_path) / "tokenizer"), s
-    raise FileNotFoundError(f"no {' or '.join(stages)} checkpoint in {run_path}; run `chatforge speedrun` first")
+def load_chat_model(run_path: Path, stage: str | None = None, device: str = "cpu") -> tuple[GPT, Tokenizer, str]:
+    """A run's checkpoint `stage` (base, sft or rl; None: the most trained one present), its tokenizer and its
+    stage."""
+    stage = checkpoint_stage(run_path, stage)
+    return load_model(Path(run_path) / stage, device), load_tokenizer(Path(run_path) / "tokenizer"), stage
 
 
 def chat_params(tok: Tokenizer, params: SamplingParams) -> SamplingParams:
@@ -61,7 +61,8 @@ def answer(engine: Engine, messages: list[dict], params: SamplingParams, out=Non
 
 def reply(model: GPT, tok: Tokenizer, messages: list[dict], temperature: float, top_k: int, max_tokens: int,
           seed: int | None = None, out=None) -> tuple[str, GenStats]:
-    """One answer from a fresh engine without tools (the report's samples); returns (text, stats)."""
+    """One answer from a fresh engine without tools (the chat answers `chatforge eval` keeps); returns
+    (text, stats)."""
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
     content, stats = answer(Engine(model, tok, max_batch=1), messages, params, out)
     text = content if isinstance(content, str) else "".join(p["text"] for p in content if p["type"] == "text")
@@ -72,9 +73,9 @@ def apply_command(text: str, params: SamplingParams) -> SamplingParams:
     """'/top_p 0.9' -> params with top_p=0.9 (validated); 'none' clears the seed."""
     name, _, value = text[1:].partition(" ")
     if name not in SETTINGS:
-        raise ValueError(f"unknown command /{name}; {HELP}")
+        raise UserError(f"unknown command /{name}; {HELP}")
     if not value.strip():
-        raise ValueError(f"/{name} needs a value (now {getattr(params, name)})")
+        raise UserError(f"/{name} needs a value (now {getattr(params, name)})")
     value = value.strip()
     return dataclasses.replace(params, **{name: None if name == "seed" and value == "none" else value})
 
