@@ -4,6 +4,15 @@ the one table of the pipeline's stages.
 Every stage reads its inputs from and writes its outputs to one run directory (docs/design.md). A finished
 stage is skipped on re-run unless forced; redoing a stage marks the stages after it stale, so a pipeline
 never mixes a new tokenizer with an old model.
+
+To add a stage:
+1. write its function, `fn(run, resume=False) -> dict`: it reads what earlier stages wrote under run.path,
+   writes its own outputs there, and returns the metrics the manifest keeps;
+2. add its Stage line to STAGES at its place in the pipeline: the subcommand and its help, the manifest's
+   record (status, seconds, metrics), the prerequisite checks, stale marking and `speedrun` follow;
+3. if it has settings, a dataclass for them in chatforge/config.py and a Config field of that type named as
+   the Stage's section: `--SECTION.FIELD=VALUE`, `--show-config` and the manifest follow.
+Options of the command line alone (like eval's KIND) go in cli.py's build_parser.
 """
 
 import importlib
@@ -26,7 +35,8 @@ from chatforge.errors import UserError
 class Stage:
     """One stage of the pipeline. `fn` is "module:function", imported only when the stage runs (so
     `chatforge --help` does not import torch, and this module imports no later stage); it is called as
-    fn(run, resume) and returns the metrics the manifest records. `section` is the Config field holding its
+    fn(run, resume, **options), options being its command's own (eval's kinds), and returns the metrics the
+    manifest records. `section` is the Config field holding its
     settings, `needs` the stages that must have finished first. A stage that is not built yet has no fn
     and says so in `not_built`."""
     name: str
@@ -42,9 +52,8 @@ class Stage:
         return getattr(importlib.import_module(module), name)
 
 
-# The pipeline in order: the CLI has a subcommand per stage, `speedrun` runs the built ones in this order, and
-# redoing one marks those after it stale. To add a stage: write its function (fn(run, resume) -> metrics), add
-# its line here, and, if it has settings, a dataclass field for them in chatforge.config.Config.
+# The pipeline in order: a subcommand each, `speedrun` runs the built ones in this order, and redoing one marks
+# those after it stale.
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("data", "chatforge.data.pipeline:build_sample_corpus", "data", (),
           "web crawl (WARC/WET/HTML/JSONL/parquet/text) or the sample corpus -> clean, deduplicated parquet "
