@@ -39,7 +39,7 @@ def evaluate_chat(run, stage: str) -> dict:
         try:
             reply = parse_reply(tok, req.tokens)
         except ValueError:  # cut off inside a tool call, or a stray chat token: score the text
-            reply = req.text
+            reply = tok.decode(req.tokens)
         score = task.score(ex, reply)
         if len(scores[task.name]) < SAMPLES:
             samples.append({"task": task.name, "prompt": ex["messages"][-2]["content"], "reply": reply_text(reply),
