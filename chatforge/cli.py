@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from chatforge.config import PRESETS, SEARCH_BACKENDS, Config
+from chatforge.config import PRESETS, SEARCH_BACKENDS, Config, to_dict
 from chatforge.errors import UserError
-from chatforge.runs import CHECKPOINTS, STAGES
+from chatforge.runs import CHECKPOINTS, STAGES, open_run, run_stage
 
 OVERRIDES_HELP = ("config overrides: --SECTION.FIELD=VALUE for any field shown by --show-config, "
                   "e.g. --pretrain.steps=200 --model.n_kv_head=2 --sft.identity=Ada")
@@ -26,7 +26,7 @@ NOT_BUILT = {s.name: s.not_built for s in STAGES.values() if s.not_built} | {
 def settings_help(section: str | None) -> str:
     if section is None:
         return OVERRIDES_HELP
-    fields = [f.name for f in dataclasses.fields({f.name: f.type for f in dataclasses.fields(Config)}[section])]
+    fields = [f.name for f in dataclasses.fields(getattr(Config(), section))]
     return f"settings: --{section}.FIELD=VALUE, FIELD one of {', '.join(fields)}. {OVERRIDES_HELP}"
 
 
@@ -49,16 +49,11 @@ def parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[s
 
 
 def open_from_args(args, overrides, save: bool = True):
-    from chatforge.runs import open_run
-
     return open_run(args.run or f"runs/{args.preset or 'tiny'}", args.preset, args.depth, overrides, save)
 
 
 def cmd_stage(args, overrides, force: bool = False, **options) -> dict | None:
     """Run the stage named by the command (speedrun: every built stage in order); returns its metrics."""
-    from chatforge.config import to_dict
-    from chatforge.runs import run_stage
-
     run = open_from_args(args, overrides, save=not args.show_config)
     if args.show_config:
         print(json.dumps(to_dict(run.config), indent=2))
@@ -76,7 +71,8 @@ def cmd_stage(args, overrides, force: bool = False, **options) -> dict | None:
 
 def cmd_tokenizer(args, overrides) -> None:
     if args.action is None:
-        return cmd_stage(args, overrides)
+        cmd_stage(args, overrides)
+        return
     from rich.console import Console
 
     from chatforge.tokenizer.bpe import load_tokenizer
@@ -137,7 +133,6 @@ def cmd_chat(args, overrides) -> None:
     from chatforge.infer.chat import chat_loop, load_chat_model
     from chatforge.infer.engine import Engine
     from chatforge.infer.tools import tools_for_run
-    from chatforge.runs import open_run
 
     run = Path(args.run or "runs/tiny")
     params = sampling_params(args)
