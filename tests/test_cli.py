@@ -111,6 +111,9 @@ def test_bad_override_preset_and_input_file_are_one_line_errors(micro_run, tmp_p
     assert out.returncode == 2 and "invalid choice: 'huge'" in out.stderr  # argparse's own usage error
     out = chatforge("generate", "--run", str(micro_run), "--file", str(tmp_path / "nope.txt"), check=False)
     assert "no prompt file" in one_line_error(out, "generate")
+    out = chatforge("data", "--preset", "micro", "--run", str(tmp_path / "y"), "--input", str(tmp_path / "nope.warc"),
+                    check=False)
+    assert "does not exist" in one_line_error(out, "data")
     assert not (tmp_path / "x").exists()
 
 
