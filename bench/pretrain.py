@@ -45,9 +45,9 @@ from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory
 from chatforge.pretrain.mfu import measure_matmul_peak
-from chatforge.pretrain.train import lr_multiplier
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position
+from chatforge.train import lr_multiplier
 
 
 class RefBlock(nn.Module):

@@ -117,6 +117,8 @@ class SFTConfig:
     lr: float = 1e-3
     max_len: int = 256
     seed: int = 1337
+    ckpt_every: int = 100  # steps between checkpoints (each with a val loss): bounds the work a kill can lose
+    max_minutes: float = 0.0  # >0: time budget; the LR decay follows whichever of it and the steps runs out first
 
 
 SEARCH_BACKENDS = ("auto", "bm25", "hybrid", "http", "off")

@@ -5,7 +5,6 @@ import torch
 
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.model.optim import make_optimizer, orthogonalize
-from chatforge.pretrain.train import lr_multiplier
 
 CFG = GPTConfig(vocab_size=97, seq_len=16, n_layer=2, n_embd=32, n_head=2, n_kv_head=1)
 
@@ -91,9 +90,3 @@ def test_state_dict_round_trip_continues_exactly():
     opt3.load_state_dict(state)
     assert first + train(twin, opt3, 3, start=3) == uninterrupted
 
-
-def test_lr_schedule_warms_up_holds_and_warms_down():
-    assert lr_multiplier(0.0, 0, 10, 0.3) == pytest.approx(0.1)
-    assert lr_multiplier(0.5, 50, 10, 0.3) == 1.0
-    assert lr_multiplier(0.85, 85, 10, 0.3) == pytest.approx(0.5)
-    assert lr_multiplier(1.0, 100, 10, 0.3) == 0.0

@@ -148,6 +148,7 @@ def test_ddp_two_gloo_processes_match_one_at_the_same_global_batch(micro_run, tm
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(micro_run, tmp_path, monkeypatch):
     import torch
 
+    from chatforge.errors import UserError
     from chatforge.model.checkpoint import load_model, load_training_state
     from chatforge.pretrain import train
     from chatforge.runs import open_run
@@ -162,7 +163,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(micro_run, tmp_path,
 
     monkeypatch.setattr(train, "GPT", Exploding)
     run = open_run(fresh_copy(micro_run, tmp_path / "nan"), overrides={"pretrain.ckpt_every": "5"})
-    with pytest.raises(FloatingPointError, match=r"step 13.*last good checkpoint \(step 10\)"):
+    with pytest.raises(UserError, match=r"step 13.*last good checkpoint \(step 10\).*pretrain.lr"):
         train.pretrain(run)
     _, state = load_training_state(run.path / "base")
     assert state["step"] == 10
@@ -173,7 +174,7 @@ def test_nan_guard_is_one_line_on_the_cli(micro_run, tmp_path):
     run = fresh_copy(micro_run, tmp_path / "blowup")
     out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.steps=5", "--pretrain.lr=1e30",
                     "--pretrain.warmup_steps=0", check=False)
-    assert out.returncode == 1
+    assert out.returncode == 2
     errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "training stopped" in errors[0] and "Traceback" not in out.stderr
 
@@ -195,7 +196,7 @@ def test_bad_input_fails_before_training_and_loses_nothing(micro_run, tmp_path, 
     shutil.copytree(micro_run, run)
     before = (run / "base" / "model.safetensors").read_bytes()
     out = chatforge("pretrain", "--run", str(run), "--force", *args, check=False)
-    assert out.returncode == 1 and message in out.stderr, out.stderr
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert (run / "base" / "model.safetensors").read_bytes() == before
 
 
@@ -204,7 +205,7 @@ def test_missing_shards_fail_before_training(micro_run, tmp_path):
     shutil.copytree(micro_run, run)
     (run / "tokens" / "train_000.bin").unlink()
     out = chatforge("pretrain", "--run", str(run), "--force", check=False)
-    assert out.returncode == 1 and "no train token shards" in out.stderr
+    assert out.returncode == 2 and "no train token shards" in out.stderr
     assert (run / "base" / "model.safetensors").exists()
 
 
@@ -226,7 +227,7 @@ def test_init_from_refuses_another_tokenizer(micro_run, tmp_path):
     (other / "tokenizer" / "tokenizer.tiktoken").write_bytes(b"different")
     run = fresh_copy(micro_run, tmp_path / "target")
     out = chatforge("pretrain", "--run", str(run), "--force", f"--pretrain.init_from={other / 'base'}", check=False)
-    assert out.returncode == 1 and "another tokenizer" in out.stderr
+    assert out.returncode == 2 and "another tokenizer" in out.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

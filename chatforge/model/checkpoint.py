@@ -1,4 +1,5 @@
-"""Checkpoints: model.safetensors + config.json (the model), optimizer.pt + state.json (to resume).
+"""Checkpoints: model.safetensors + config.json (the model); optimizer.pt, state.json and rng.pt (to resume,
+chatforge/train.py).
 
 Written to a temporary directory and swapped in with renames, so a kill mid-save leaves the
 previous checkpoint intact."""
@@ -15,7 +16,7 @@ from chatforge.model.gpt import GPT, GPTConfig
 
 
 def save_checkpoint(out_dir: Path, model: GPT, optimizer: torch.optim.Optimizer | None = None,
-                    state: dict | None = None) -> None:
+                    state: dict | None = None, rng: dict | None = None) -> None:
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -27,6 +28,8 @@ def save_checkpoint(out_dir: Path, model: GPT, optimizer: torch.optim.Optimizer 
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if state is not None:
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if rng is not None:
+        torch.save(rng, tmp / "rng.pt")
     old = out_dir.with_name(out_dir.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
@@ -67,3 +70,11 @@ def load_training_state(ckpt_dir: Path) -> tuple[dict | None, dict | None]:
         return None, None
     opt = torch.load(ckpt_dir / "optimizer.pt", map_location="cpu", weights_only=True)
     return opt, json.loads((ckpt_dir / "state.json").read_text())
+
+
+def load_rng_state(ckpt_dir: Path) -> dict | None:
+    """The RNG states a checkpoint was saved with, or None if it has none."""
+    ckpt_dir = _resolve(ckpt_dir)
+    if ckpt_dir is None or not (ckpt_dir / "rng.pt").exists():
+        return None
+    return torch.load(ckpt_dir / "rng.pt", map_location="cpu", weights_only=True)

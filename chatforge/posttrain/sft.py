@@ -4,19 +4,28 @@ conversations, with the loss on assistant tokens only (tokenizer/chat.py builds 
 import math
 import time
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
+from chatforge.errors import UserError
+from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.posttrain.conversations import mixture_conversations, write_jsonl
-from chatforge.pretrain.train import MetricsLog, lr_multiplier
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
-
-SFT_CKPT_EVERY = 100  # steps; SFT is minutes long, so this bounds the work a kill can lose
+from chatforge.train import (
+    MetricsLog,
+    TrainState,
+    batch_indices,
+    check_finite,
+    load_state,
+    lr_multiplier,
+    progress,
+    progress_bar,
+    restore_rng,
+    save_state,
+    set_lr,
+)
 
 
 def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,27 +66,30 @@ def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
 
 
 def sft(run, resume: bool = False) -> dict:
-    """The `sft` stage: base/ checkpoint + conversations → sft/ checkpoint, metrics/sft.jsonl."""
+    """The `sft` stage: base/ checkpoint + conversations → sft/ checkpoint, metrics/sft.jsonl. Every
+    `sft.ckpt_every` steps it measures the val loss and checkpoints; an interrupted run resumes exactly."""
     sc = run.config.sft
+    if sc.steps < 1 or sc.ckpt_every < 1:
+        raise UserError(f"sft.steps and sft.ckpt_every must be >= 1, got {sc.steps} and {sc.ckpt_every}")
     device = pick_device()
     keep_freed_memory()
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
     train, val, stats = prepare_data(run, tok)
     if not train:
-        raise ValueError("no usable SFT conversations")
+        raise UserError("no usable SFT conversations")
     ckpt_dir = run.path / "sft"
-    opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
-    if state is None:
+    ckpt = load_state(ckpt_dir) if resume else None
+    if ckpt is None:
         remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
-        model, start_step = load_model(run.path / "base", device), 0
+        model, state = load_model(run.path / "base", device), TrainState()
     else:
-        model, start_step = load_model(ckpt_dir, device), state["step"]
-        print(f"sft: resuming from step {start_step}")
+        model, state = load_model(ckpt_dir, device), ckpt.state
+        print(f"sft: resuming from step {state.step}")
     optimizer = make_optimizer(model, sc.lr, 0.0)
-    if opt_state is not None:
-        optimizer.load_state_dict(opt_state)
-    log = MetricsLog(run.path / "metrics" / "sft.jsonl", start_step if start_step else None)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer)
+    log = MetricsLog(run.path / "metrics" / "sft.jsonl", state.step)
 
     def val_loss() -> float:
         model.eval()
@@ -93,27 +105,48 @@ def sft(run, resume: bool = False) -> dict:
         return total / max(n, 1)
 
     print(f"sft: {len(train)} train / {len(val)} val conversations, {sc.steps} steps of {sc.batch_size}")
-    t0 = time.time()
-    for step in tqdm(range(start_step, sc.steps), initial=start_step, total=sc.steps, desc="sft", unit="step"):
-        mult = lr_multiplier(step / sc.steps, step, 0, 1.0)  # linear decay to zero
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * mult
-        idx = np.random.default_rng([sc.seed, step]).integers(0, len(train), sc.batch_size)  # resumable by step
+    start_step, vl = state.step, float("nan")
+    last_saved = None if ckpt is None else state.step
+    bar = progress_bar("sft", sc.steps, start_step)
+    if ckpt is not None:  # last before the first step: the set-up above draws random numbers
+        restore_rng(ckpt.rng)
+    t_last = time.time()
+    while state.step < sc.steps:
+        done = progress(state.step, sc.steps, state.elapsed, sc.max_minutes)
+        if done >= 1:
+            print(f"sft: time budget of {sc.max_minutes} min reached at step {state.step}")
+            break
+        mult = lr_multiplier(done, state.step, 0, 1.0)  # linear decay to zero
+        set_lr(optimizer, mult)
+        idx = batch_indices(len(train), state.position, sc.batch_size, sc.seed)
+        state.position += sc.batch_size
         x, y = collate([train[i] for i in idx], sc.max_len)
         with autocast(device, dtype):
             loss = model(x.to(device), y.to(device))
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"sft loss is {loss.item()} at step {step}")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss_value = loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
+        check_finite(loss_value, grad_norm, state.step + 1, ckpt_dir, last_saved, "sft.lr")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        log.write(step=step + 1, loss=round(loss.item(), 4), lr_mult=round(mult, 4))
-        if (step + 1) % SFT_CKPT_EVERY == 0 and step + 1 < sc.steps:
-            save_checkpoint(ckpt_dir, model, optimizer, {"step": step + 1})
-    vl = val_loss()
-    log.write(step=sc.steps, val_loss=round(vl, 4))
-    save_checkpoint(ckpt_dir, model, optimizer, {"step": sc.steps})
-    print(f"sft: val loss {vl:.4f} (assistant tokens) in {time.time() - t0:.0f}s")
-    return {**stats, "steps": sc.steps, "val_loss": round(vl, 4), "seconds": round(time.time() - t0, 1)}
-
+        state.step += 1
+        state.elapsed += time.time() - t_last
+        row = dict(loss=round(loss_value, 4), lr_mult=round(mult, 4), grad_norm=round(grad_norm, 4))
+        saving = state.step % sc.ckpt_every == 0 or progress(state.step, sc.steps, state.elapsed, sc.max_minutes) >= 1
+        if saving:
+            vl = val_loss()
+            row["val_loss"] = round(vl, 4)
+        log.write(state.step, **row)
+        bar.set_postfix(loss=f"{loss_value:.3f}", val_loss=f"{vl:.3f}")
+        bar.update(1)
+        if saving:
+            save_state(ckpt_dir, model, optimizer, state)
+            last_saved = state.step
+        t_last = time.time()  # evaluations and checkpoints are not training time
+    bar.close()
+    if state.step == start_step:  # nothing trained in this call (budget already spent): still leave a result
+        save_state(ckpt_dir, model, optimizer, state)
+    if not math.isfinite(vl):
+        vl = val_loss()
+    print(f"sft: val loss {vl:.4f} (assistant tokens) after {state.step} steps, {state.elapsed:.0f}s")
+    return {**stats, "steps": state.step, "val_loss": round(vl, 4), "train_seconds": round(state.elapsed, 1)}

@@ -36,9 +36,8 @@ def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.bfloat16
 
 def peak_flops(device: str, dtype: torch.dtype | None, best: float = 0.0, repeats: int = 10) -> float:
     """The peak MFU is measured against: the datasheet for known GPUs, else the better of `best` and a measurement
-    here. Another process loading the machine makes a measurement read low (a demo run's bar showed "mfu=99%"
-    against a peak read at a busy start), so a caller re-measures now and then and passes the best so far: the
-    MFU it reports can only become more accurate."""
+    here. Another process's load makes a measurement read low (mfu=99% against a peak read at a busy start), so a
+    caller re-measures now and then and passes the best so far: its MFU can only become more accurate."""
     if device.startswith("cuda") and dtype == torch.bfloat16:
         name = torch.cuda.get_device_name(device)
         for key, flops in GPU_BF16_PEAK.items():

@@ -1,15 +1,13 @@
 """Next-token pretraining: the base model. Explicit loop: schedule, grad accumulation, val bits per
-byte, metrics JSONL, atomic checkpoints, exact resume, and DDP under `torchrun`.
+byte, metrics JSONL, atomic checkpoints, exact resume, and DDP under `torchrun` (the shared parts
+from the training kit, chatforge/train.py).
 
-Resume is exact because a step's rows are a function of the step (TokenShards.batch takes a
-position in a seeded order), so a restarted run needs just the model, the optimizer and the step.
-The same position arithmetic gives DDP ranks disjoint rows: N processes at batch B read exactly
-the rows one process at batch N*B would.
+A step's rows are a function of the step (TokenShards.batch takes a position in a seeded order), so
+the data position needs no state of its own. The same position arithmetic gives DDP ranks disjoint
+rows: N processes at batch B read exactly the rows one process at batch N*B would.
 """
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -19,16 +17,30 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from chatforge.config import adamw_lr, resolve_pretrain
+from chatforge.errors import UserError
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
-from chatforge.model.checkpoint import load_model, load_training_state, remove_checkpoint, save_checkpoint
+from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.gpt import GPT
 from chatforge.model.hf import is_hf_checkpoint, load_hf_model
 from chatforge.model.optim import make_optimizer
-from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
+from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory
 from chatforge.pretrain.mfu import peak_flops
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.hf import load_hf_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position
+from chatforge.train import (
+    MetricsLog,
+    TrainState,
+    check_finite,
+    distributed,
+    load_state,
+    lr_multiplier,
+    progress,
+    progress_bar,
+    restore_rng,
+    save_state,
+    set_lr,
+)
 
 # Greedy continuations of these are printed and logged at every evaluation: the sample corpus is BBC
 # news and Shakespeare, so a learning model visibly moves from noise to news prose and verse.
@@ -38,47 +50,6 @@ SAMPLE_PROMPTS = ["The government said", "Shares in the company", "ROMEO. O"]
 def samples(model: GPT, tok, max_tokens: int, device: str, dtype) -> list[str]:
     with autocast(device, dtype):
         return [p + tok.decode(model.sample([tok.bos_id, *tok.encode(p)], max_tokens)) for p in SAMPLE_PROMPTS]
-
-
-def lr_multiplier(progress: float, step: int, warmup_steps: int, warmdown_frac: float) -> float:
-    """Warmup (by steps), constant, then linear warmdown over the last `warmdown_frac` of progress."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if progress <= 1 - warmdown_frac:
-        return 1.0
-    return max((1 - progress) / warmdown_frac, 0.0)
-
-
-class MetricsLog:
-    """metrics/STAGE.jsonl, one JSON object per line. On resume, lines past the checkpoint are dropped
-    so the file reads as if the run had never stopped."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keep = []
-        if resume_step is not None and self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines() if json.loads(ln).get("step", 0) <= resume_step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
-
-    def write(self, **row) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def init_distributed() -> tuple[int, int, str]:
-    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this process joins the group:
-    NCCL on GPUs (one per local rank), gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device()
-    if world == 1:
-        return 0, 1, device
-    if device == "cuda":
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_rank(), world, device
 
 
 def initial_model(run, tok, device: str) -> GPT:
@@ -93,33 +64,29 @@ def initial_model(run, tok, device: str) -> GPT:
         theirs = load_hf_tokenizer(src)
         if (theirs.enc._mergeable_ranks, theirs.enc._special_tokens, theirs.enc._pat_str) != (
                 tok.enc._mergeable_ranks, tok.enc._special_tokens, tok.enc._pat_str):
-            raise ValueError(f"pretrain.init_from: {src}'s tokenizer is not {run.path}'s; redo this run's "
-                             f"tokenizer stage with --tokenizer.from_dir={src} "
-                             f"--tokenizer.vocab_size={theirs.vocab_size} --force")
+            raise UserError(f"pretrain.init_from: {src}'s tokenizer is not {run.path}'s; redo this run's "
+                            f"tokenizer stage with --tokenizer.from_dir={src} "
+                            f"--tokenizer.vocab_size={theirs.vocab_size} --force")
         return load_hf_model(src, run.config.model.seq_len, tok.vocab_size).to(device)
     if not (src / "model.safetensors").exists() or not (src / "config.json").exists():
-        raise FileNotFoundError(f"pretrain.init_from: no checkpoint (model.safetensors + config.json) in {src}")
+        raise UserError(f"pretrain.init_from: no checkpoint (model.safetensors + config.json) in {src}")
     try:
         model = load_model(src, device)
     except TypeError as e:
-        raise ValueError(f"pretrain.init_from: {src}/config.json is not a chatforge model config ({e})") from None
+        raise UserError(f"pretrain.init_from: {src}/config.json is not a chatforge model config ({e})") from None
     ours, theirs = run.path / "tokenizer" / "tokenizer.tiktoken", src.parent / "tokenizer" / "tokenizer.tiktoken"
     if model.cfg.vocab_size != tok.vocab_size or (theirs.exists() and theirs.read_bytes() != ours.read_bytes()):
-        raise ValueError(f"pretrain.init_from: {src} was trained with another tokenizer than {run.path}'s "
-                         f"(vocab {model.cfg.vocab_size} vs {tok.vocab_size}); redo this run's tokenizer stage with "
-                         f"--tokenizer.from_dir={src.parent / 'tokenizer'} --force")
+        raise UserError(f"pretrain.init_from: {src} was trained with another tokenizer than {run.path}'s "
+                        f"(vocab {model.cfg.vocab_size} vs {tok.vocab_size}); redo this run's tokenizer stage with "
+                        f"--tokenizer.from_dir={src.parent / 'tokenizer'} --force")
     return model
 
 
 def pretrain(run, resume: bool = False) -> dict:
     """The `pretrain` stage: tokens/ → base/ checkpoint, metrics/pretrain.jsonl. Under torchrun every
     rank runs this; rank 0 alone evaluates, logs and writes checkpoints."""
-    rank, world, device = init_distributed()
-    try:
+    with distributed() as (rank, world, device):
         return _pretrain(run, resume, rank, world, device)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
 
 
 def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
@@ -130,7 +97,7 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
     dtype = autocast_dtype(pc.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
     if tok.vocab_size != run.config.model.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={run.config.model.vocab_size}")
+        raise UserError(f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={run.config.model.vocab_size}")
     train, val = TokenShards(run.path / "tokens", "train"), TokenShards(run.path / "tokens", "val")
     byte_lengths = torch.tensor(tok.byte_lengths(), dtype=torch.int64)
     ckpt_dir = run.path / "base"
@@ -140,15 +107,13 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
         resume = flag[0]
     torch.manual_seed(pc.seed)
 
-    opt_state, state = load_training_state(ckpt_dir) if resume else (None, None)
-    if state is None:
-        model = initial_model(run, tok, device)
-        start_step, elapsed = 0, 0.0
+    ckpt = load_state(ckpt_dir) if resume else None
+    if ckpt is None:
+        model, state = initial_model(run, tok, device), TrainState()
     else:
-        model = load_model(ckpt_dir, device)
-        start_step, elapsed = state["step"], state["elapsed"]
+        model, state = load_model(ckpt_dir, device), ckpt.state
         if master:
-            print(f"pretrain: resuming from step {start_step} in {ckpt_dir}")
+            print(f"pretrain: resuming from step {state.step} in {ckpt_dir}")
     if model.cfg != run.config.model:  # init_from brought its own architecture: later stages must see it
         run.config.model = model.cfg
         run.save()
@@ -157,15 +122,15 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
     grad_accum, tokens_per_step = pc.grad_accum, pc.batch_tokens
     rows_per_step = tokens_per_step // seq_len
     if rows_per_step > len(train.grid(seq_len, tok.bos_id)):
-        raise ValueError(f"one step's batch ({rows_per_step} rows of {seq_len} tokens) is larger than the "
-                         f"training split ({len(train.grid(seq_len, tok.bos_id))} rows); lower the batch")
-    if state is None and master:
+        raise UserError(f"one step's batch ({rows_per_step} rows of {seq_len} tokens) is larger than the "
+                        f"training split ({len(train.grid(seq_len, tok.bos_id))} rows); lower the batch")
+    if ckpt is None and master:
         remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
     lr = pc.lr or adamw_lr(model.cfg.n_embd)
     optimizer = make_optimizer(model, lr, pc.weight_decay, pc.matrix_lr)
-    if opt_state is not None:
-        optimizer.load_state_dict(opt_state)
-    log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", start_step if start_step else None) if master else None
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer)
+    log = MetricsLog(run.path / "metrics" / "pretrain.jsonl", state.step) if master else None
     fwd = torch.compile(model) if pc.compile else model
     if world > 1:  # DDP averages gradients across ranks during backward
         fwd = DistributedDataParallel(fwd, device_ids=[torch.device(device).index] if device != "cpu" else None)
@@ -186,19 +151,21 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
     def val_bpb() -> float:
         return evaluate_bpb(model, val, byte_lengths, pc.batch_size, pc.eval_tokens, device, dtype)
 
-    budget = pc.max_minutes * 60
-    step, bpb, last_saved = start_step, float("nan"), start_step
-    bar = tqdm(total=pc.steps, initial=start_step, desc="pretrain", unit="step", disable=not master)
+    start_step, bpb = state.step, float("nan")
+    last_saved = None if ckpt is None else state.step
+    bar = progress_bar("pretrain", pc.steps, start_step, enabled=master)
+    if ckpt is not None:  # last before the first step: the set-up above draws random numbers
+        restore_rng(ckpt.rng)
     t_last = time.time()
-    while step < pc.steps:
-        progress = max(step / pc.steps, elapsed / budget if budget else 0.0)
-        if progress >= 1:
+    while state.step < pc.steps:
+        step = state.step
+        done = progress(step, pc.steps, state.elapsed, pc.max_minutes)
+        if done >= 1:
             if master:
                 print(f"pretrain: time budget of {pc.max_minutes} min reached at step {step}")
             break
-        mult = lr_multiplier(progress, step, pc.warmup_steps, pc.warmdown_frac)
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * mult
+        mult = lr_multiplier(done, step, pc.warmup_steps, pc.warmdown_frac)
+        set_lr(optimizer, mult)
         loss_sum = torch.zeros((), device=device)
         for micro in range(grad_accum):
             position = row_position(step, micro, grad_accum, pc.batch_size, rank, world)
@@ -215,27 +182,23 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
             loss_sum /= world
         loss_value = loss_sum.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            raise FloatingPointError(
-                f"loss {loss_value}, gradient norm {grad_norm} at step {step + 1}: training stopped; the last good "
-                f"checkpoint (step {last_saved}) is in {ckpt_dir}. Lower pretrain.lr / pretrain.matrix_lr and "
-                f"re-run to resume from it")
+        check_finite(loss_value, grad_norm, step + 1, ckpt_dir, last_saved, "pretrain.lr / pretrain.matrix_lr")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
+        state.step = step = step + 1
         dt = torch.tensor(time.time() - t_last, device=device)  # on the device: NCCL reduces CUDA tensors only
         if world > 1:  # rank 0's clock for every rank, so the time budget stops them at the same step
             dist.broadcast(dt, src=0)
         dt = dt.item()
-        elapsed += dt
+        state.elapsed += dt
         tok_s = tokens_per_step / dt
-        last = step == pc.steps or (budget and elapsed >= budget)
+        last = progress(step, pc.steps, state.elapsed, pc.max_minutes) >= 1
         evaluating = master and (step % pc.eval_every == 0 or last)
         if evaluating:  # a quick re-measure, off the clock, so a peak read low at a busy start does not stick
             peak = peak_flops(device, dtype, best=peak, repeats=3)
         row = dict(step=step, loss=round(loss_value, 4), lr_mult=round(mult, 4), grad_norm=round(grad_norm, 4),
                    tok_s=round(tok_s), mfu=round(flops_per_token * tok_s / world / peak, 4),
-                   elapsed=round(elapsed, 2))
+                   elapsed=round(state.elapsed, 2))
         if evaluating:
             bpb = val_bpb()
             row["val_bpb"] = round(bpb, 4)
@@ -248,14 +211,15 @@ def _pretrain(run, resume: bool, rank: int, world: int, device: str) -> dict:
             bar.set_postfix(loss=f"{loss_value:.3f}", bpb=f"{bpb:.3f}", tok_s=row["tok_s"], mfu=f"{row['mfu']:.0%}")
             bar.update(1)
         if master and (step % pc.ckpt_every == 0 or last):
-            save_checkpoint(ckpt_dir, model, optimizer, {"step": step, "elapsed": elapsed})
+            save_state(ckpt_dir, model, optimizer, state)
             last_saved = step
         t_last = time.time()  # evaluation and checkpoints are not training time
     bar.close()
     if not master:
         return {}
+    step, elapsed = state.step, state.elapsed
     if step == start_step:  # nothing trained in this call (budget already spent): still leave a result
-        save_checkpoint(ckpt_dir, model, optimizer, {"step": step, "elapsed": elapsed})
+        save_state(ckpt_dir, model, optimizer, state)
     if not math.isfinite(bpb):
         bpb = val_bpb()
     print(f"pretrain: val bpb {bpb:.4f} (unigram baseline {baseline:.4f}) after {step} steps, {elapsed:.0f}s")
