@@ -4,9 +4,11 @@ controls, streamed text and the tool loop.
 Requests join and leave between steps (continuous batching, Orca, OSDI '22): each owns a row of a
 preallocated cache and its own position in it, so a new request is prefilled into a free row while
 the others keep decoding, and a finished one frees its row at once. One decode step runs every
-active row together; at the sizes this runs on a CPU a one-row step is bound by streaming the
-weights and by per-op overhead, not arithmetic, so a 16-row step costs 2.0-3.8x one row (more as the
-rows' caches grow): 4.2-8x the throughput (docs/benchmarks.md).
+active row together: on a CPU a step is bound by streaming the weights, not by arithmetic, so 16
+rows give 5-7x the tokens/s of one (docs/benchmarks.md).
+
+The layers are model/gpt.py's own (`block`), run over its fused inference copy of the weights with
+the engine's cache rows, per-row positions and kernels.
 
 When the model closes a tool call (<|python_end|>, <|search_end|>), the runtime runs the tool and
 forces <|output_start|> result <|output_end|> into that row, marked 0 in the request's mask (not
@@ -16,6 +18,7 @@ trained on: the model did not choose those tokens), then sampling goes on: the l
 
 import codecs
 import dataclasses
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -24,7 +27,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from chatforge.model.gpt import GPT, apply_rope
+from chatforge.errors import UserError
+from chatforge.model.gpt import GPT, Weights
 from chatforge.tokenizer.bpe import Tokenizer
 
 # closing token -> (opening token, tool name)
@@ -53,7 +57,7 @@ class SamplingParams:
             self.min_p, self.repetition_penalty = float(self.min_p), float(self.repetition_penalty)
             self.seed = None if self.seed is None else int(self.seed)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"bad sampling value: {e}") from None
+            raise UserError(f"bad sampling value: {e}") from None
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         self.stop_ids = tuple(int(i) for i in self.stop_ids)
         checks = [(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}"),
@@ -65,13 +69,13 @@ class SamplingParams:
                   (all(isinstance(s, str) and s for s in self.stop), f"stop strings must be non-empty: {self.stop}")]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(msg)
+                raise UserError(msg)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingParams":
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - known):
-            raise ValueError(f"unknown sampling parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise UserError(f"unknown sampling parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d)
 
 
@@ -82,7 +86,7 @@ class GenStats:
     tool_calls: int = 0
     ttft: float = 0.0  # seconds from submission to the first new token
     seconds: float = 0.0  # submission to finish
-    stop_reason: str = ""  # "stop" (stop token or string) | "length" (max_tokens or the context)
+    stop_reason: str = ""  # "stop" (stop token or string) | "length" (max_tokens or the context) | "cancelled"
 
     @property
     def tokens_per_s(self) -> float:
@@ -106,6 +110,7 @@ class Request:
     t0: float = 0.0
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     generator: torch.Generator | None = None
+    events: deque["Event"] | None = None  # stream()'s queue, which step() fills with this request's events
 
 
 @dataclass
@@ -136,7 +141,15 @@ def sample_token(logits: torch.Tensor, p: SamplingParams, generator: torch.Gener
 
 class Engine:
     """Serve many requests from one model: `submit` them, then `step` (or `run`, `stream`) until done.
-    The tokenizer is needed for text, stop strings and tools; `tools.run(name, text) -> str` runs a call."""
+    The tokenizer is needed for text, stop strings and tools; `tools.run(name, text) -> str` runs a call.
+
+    `step()` is the one scheduler: it advances every request by a token and hands each event to its
+    request. `run()` yields every event of the steps it makes (one consumer driving the engine, as
+    `generate` does); `stream()` yields one request's events from its own queue and steps the engine
+    only when that queue is empty, so any number of streams, generators interleaved in one thread (RL
+    rollouts) or consumers in several threads (a server), each get all and only their own events.
+    Threads: one lock serialises `submit`, `step`, `cancel` and `refresh_weights`; a stream may be
+    consumed from any thread, and closing it early cancels its request."""
 
     def __init__(self, model: GPT, tok: Tokenizer | None = None, max_batch: int = 16, tools=None,
                  compile: bool = False):
@@ -154,26 +167,20 @@ class Engine:
         self.arange = torch.arange(self.max_len, device=self.device)
         self.rows = torch.arange(max_batch, device=self.device)[:, None]
         with torch.inference_mode():
-            self.packed, self.head = pack_weights(model)
-            # A forward pass over several cache rows (a batched step or prefill) runs its products on
-            # oneDNN, with the weights reordered once into its blocked layout: at 16 rows the head's
-            # product takes 0.35 ms instead of MKL's 0.54-0.61 (gate_up 0.13 vs 0.17; hot cache, 1 thread),
-            # and bench/inference.py's 16 requests together 1.55-1.59 s of CPU instead of 1.82-1.91
-            # (medians of 5-8 interleaved runs). One row (batch 1, its prefills too) stays on MKL, whose
-            # vector-matrix kernel beats oneDNN's there (256 x 256: 6-8 us vs 19-24). The price is a
-            # second copy of the weights, so not for an engine of one row; compiled, Inductor picks its
-            # own kernels (it lowers these two ops only for frozen weights).
+            self.weights = model.weights().fused()
+            # Passes over several rows (a batched step, a prefill) run their products on oneDNN, the weights
+            # reordered once into its blocked layout (16 rows: the head 0.35 vs 0.54 ms on MKL); one row stays
+            # on MKL's faster vector-matrix kernel. A second copy of the weights; compiled, Inductor picks its own.
             blocked = max_batch > 1 and not compile and onednn_ok(param)
-            self.blocked = block_weights(self.packed, self.head, max_batch) if blocked else None
-        # The decode step, optionally compiled (one dynamic graph for batch sizes >= 2, one for batch 1;
-        # 15-48 s to compile on 2 CPU cores, 7-8 s from Inductor's disk cache): Inductor fuses the small
-        # ops around the matrix products, 0.9-1.3x the eager step's tokens/s at batch 1 (docs/benchmarks.md),
-        # so it is opt-in: it pays back only over many answers. Prefills stay eager.
+            self.blocked = self._blocked(self.weights) if blocked else None
+        # Compiling the decode step (opt-in) fuses the small ops around the products: 0.9-1.3x the eager step's
+        # tokens/s at batch 1 for 15-48 s of compiling, which pays back only over many answers. Prefills stay eager.
         self.decode = torch.compile(self._forward, dynamic=True) if compile else self._forward
         self.max_batch = max_batch
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # running[i] owns cache row i: rows stay contiguous, so views, not gathers
         self.next_id = 0
+        self.lock = threading.Lock()
         self.tool_ids: dict[int, tuple[int, str]] = {}
         if tools is not None:
             if tok is None:
@@ -181,28 +188,108 @@ class Engine:
             self.tool_ids = {tok.special(end): (tok.special(start), name) for end, (start, name) in TOOL_CALLS.items()}
 
     def submit(self, prompt: list[int], params: SamplingParams | None = None) -> Request:
-        if not prompt:
-            raise ValueError("the prompt is empty")
-        if len(prompt) >= self.max_len:
-            raise ValueError(f"the prompt has {len(prompt)} tokens; the model's context is {self.max_len}")
-        if bad := [t for t in prompt if not 0 <= t < self.model.cfg.vocab_size]:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.model.cfg.vocab_size - 1})")
-        params = params or SamplingParams()
-        req = Request(self.next_id, list(prompt), params, t0=time.perf_counter())
-        req.stats.prompt_tokens = len(prompt)
-        if params.seed is not None:
-            req.generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        self.next_id += 1
-        self.waiting.append(req)
+        req = self._request(prompt, params)
+        self._enqueue(req)
         return req
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    @torch.inference_mode()
     def step(self) -> list[Event]:
         """Admit waiting requests into free rows (prefill), sample one token for every running
-        request, run tools, then decode all the rows that continue in one batched forward pass."""
+        request, run tools, then decode all the rows that continue in one batched forward pass.
+        Each event also goes to its request's stream queue."""
+        with self.lock, torch.inference_mode():
+            events = self._step()
+            for event in events:
+                self._deliver(event)
+        return events
+
+    def run(self) -> Iterator[Event]:
+        """Step until every submitted request is done."""
+        while self.has_work():
+            yield from self.step()
+
+    def stream(self, prompt: list[int], params: SamplingParams | None = None) -> Iterator[Event]:
+        """One request's events, all and only its own, the last one done (other requests advance alongside)."""
+        req = self._request(prompt, params)
+        req.events = deque()
+        self._enqueue(req)
+        try:
+            while True:
+                while req.events:
+                    event = req.events.popleft()
+                    yield event
+                    if event.done:
+                        return
+                self.step()
+        finally:  # the consumer stopped early: free the row
+            if not req.done:
+                self.cancel(req)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams | None = None) -> list[Request]:
+        """Run many prompts to the end, batched; the finished requests in prompt order."""
+        reqs = [self.submit(p, params) for p in prompts]
+        while not all(r.done for r in reqs):
+            self.step()
+        return reqs
+
+    def cancel(self, req: Request) -> None:
+        """End a request now: a waiting one leaves the queue, a running one frees its cache row at once (the
+        rows after it move down). It finishes with stop_reason "cancelled", and its stream gets a done event."""
+        with self.lock, torch.inference_mode():
+            if req.done:
+                return
+            self.waiting = deque(r for r in self.waiting if r is not req)
+            self._deliver(self._finish(req, "cancelled"))
+            self._compact()
+
+    def refresh_weights(self, model: GPT) -> None:
+        """Copy the weights of `model` (this engine's model after an optimizer step, or another of the same
+        config) into the engine's fused copies, in place: no new engine, no recompile. Requests in flight keep
+        their rows; the keys and values already in their cache came from the old weights, and their next
+        tokens attend to those (submit after refreshing for answers wholly of the new weights)."""
+        if model.cfg != self.model.cfg:
+            raise ValueError(f"refresh_weights needs a model of the same config: {model.cfg} != {self.model.cfg}")
+        with self.lock, torch.inference_mode():
+            fresh = model.weights().fused()
+            copies = [(self.weights, fresh)] + ([(self.blocked, self._blocked(fresh))] if self.blocked else [])
+            for mine, new in copies:
+                for a, b in zip(mine.tensors(), new.tensors(), strict=True):
+                    a.copy_(b)
+
+    # -- internals --
+
+    def _request(self, prompt: list[int], params: SamplingParams | None) -> Request:
+        if not prompt:
+            raise UserError("the prompt is empty")
+        if len(prompt) >= self.max_len:
+            raise UserError(f"the prompt has {len(prompt)} tokens; the model's context is {self.max_len}")
+        if bad := [t for t in prompt if not 0 <= t < self.model.cfg.vocab_size]:
+            raise UserError(f"token id {bad[0]} is outside the vocabulary (0..{self.model.cfg.vocab_size - 1})")
+        params = params or SamplingParams()
+        req = Request(-1, list(prompt), params, t0=time.perf_counter())
+        req.stats.prompt_tokens = len(prompt)
+        if params.seed is not None:
+            req.generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        return req
+
+    def _enqueue(self, req: Request) -> None:
+        with self.lock:
+            req.id, self.next_id = self.next_id, self.next_id + 1
+            self.waiting.append(req)
+
+    def _deliver(self, event: Event) -> None:
+        if event.request.events is not None:
+            event.request.events.append(event)
+
+    def _blocked(self, weights: Weights) -> Weights:
+        """The fused weights reordered for oneDNN's products of about max_batch rows (what Inductor's freezing
+        pass does on CPU: the same two ops)."""
+        rows = self.rows.size(0)
+        return weights.map(lambda w: torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), rows), onednn_linear)
+
+    def _step(self) -> list[Event]:
         admitted = []
         while self.waiting and len(self.running) + len(admitted) < self.max_batch:
             req = self.waiting.popleft()
@@ -229,26 +316,6 @@ class Engine:
             for r in self.running:
                 r.pos += 1
         return events
-
-    def run(self) -> Iterator[Event]:
-        """Step until every submitted request is done."""
-        while self.has_work():
-            yield from self.step()
-
-    def stream(self, prompt: list[int], params: SamplingParams | None = None) -> Iterator[Event]:
-        """One request's events (other submitted requests advance alongside)."""
-        req = self.submit(prompt, params)
-        while not req.done:
-            yield from (e for e in self.step() if e.request is req)
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams | None = None) -> list[Request]:
-        """Run many prompts to the end, batched; the finished requests in prompt order."""
-        reqs = [self.submit(p, params) for p in prompts]
-        for _ in self.run():
-            pass
-        return reqs
-
-    # -- internals --
 
     def _sample(self, reqs: list[Request]) -> tuple[list[int], list[float]]:
         logits = self.logits[: len(reqs)]
@@ -348,6 +415,7 @@ class Engine:
                     k[i, :, : r.pos] = k[r.row, :, : r.pos]
                     v[i, :, : r.pos] = v[r.row, :, : r.pos]
                 self.seen[i] = self.seen[r.row]
+                self.logits[i] = self.logits[r.row]
                 r.row = i
         self.running = keep
 
@@ -373,11 +441,10 @@ class Engine:
         first `span` positions; taken at column T-1, or last[i] per row. `pos` is where the tokens
         go: an int when every row writes positions pos..pos+T-1 (prefills, a lone row), else (n, 1)
         per-row positions for a decode step over rows of different lengths: what lets requests of
-        different lengths share a batch. The math is GPT.forward's on the packed weights; tests hold
-        the two to the same logits."""
-        m, cfg = self.model, self.model.cfg
+        different lengths share a batch. The layers are GPT.forward's (model/gpt.py's `block`)."""
+        m = self.model
         n, T = tokens.shape
-        H, KV, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.norm_eps
+        D = m.cfg.head_dim
         mask, causal = None, False
         if isinstance(pos, int):
             # Positions shared by all rows: slices of the rope tables and the cache (views and copies,
@@ -391,62 +458,27 @@ class Engine:
             mask = self._mask(pos, span).unsqueeze(1)
             # one new position per row: where each (row, kv head) vector goes in a layer's cache seen as
             # (rows * kv heads * positions, head_dim); index_copy_ is ~1.6x faster than index_put here
-            at = ((self.rows[row : row + n] * KV + self.arange[:KV]) * self.max_len + pos).flatten()
-        x = m.embed_tokens(tokens)
-        if self.blocked is None or n == 1:
-            mm, layers, head = torch.matmul, self.packed, self.head
-        else:
-            mm, (layers, head) = onednn_linear, self.blocked
-        for i, w in enumerate(layers):
-            # queries and keys side by side (H + KV heads): one norm and one RoPE for both
-            qk, v = mm(F.rms_norm(x, x.shape[-1:], None, eps), w["qkv"]).split([(H + KV) * D, KV * D], -1)
-            qk = qk.view(n, T, H + KV, D)
-            if cfg.qk_norm:
-                qk = F.rms_norm(qk, (D,), eps=eps) * w["qk_norm"]
-            qk = qk.transpose(1, 2)
-            q, k = apply_rope(qk, cos, sin).split([H, KV], 1)
-            v = v.view(n, T, KV, D)
+            at = ((self.rows[row : row + n] * m.cfg.n_kv_head + self.arange[: m.cfg.n_kv_head]) * self.max_len
+                  + pos).flatten()
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if isinstance(pos, int):
-                self.k[i][row : row + n, :, pos : pos + T] = k
-                self.v[i][row : row + n, :, pos : pos + T] = v.transpose(1, 2)
+                self.k[layer][row : row + n, :, pos : pos + T] = k
+                self.v[layer][row : row + n, :, pos : pos + T] = v
             else:
-                self.k[i].view(-1, D).index_copy_(0, at, k.reshape(-1, D))
-                self.v[i].view(-1, D).index_copy_(0, at, v.reshape(-1, D))
-            keys, values = self.k[i][row : row + n, :, :span], self.v[i][row : row + n, :, :span]
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
-            x = x + mm(y.transpose(1, 2).reshape(n, T, H * D), w["o"])
-            gate, up = mm(F.rms_norm(x, x.shape[-1:], None, eps), w["gate_up"]).chunk(2, -1)
-            x = x + mm(F.silu(gate) * up, w["down"])
-        x = x[:, -1] if last is None else x[self.rows[:n, 0], last]
-        return mm(F.rms_norm(x, x.shape[-1:], None, eps), head).float()
+                self.k[layer].view(-1, D).index_copy_(0, at, k.reshape(-1, D))
+                self.v[layer].view(-1, D).index_copy_(0, at, v.reshape(-1, D))
+            keys, values = self.k[layer][row : row + n, :, :span], self.v[layer][row : row + n, :, :span]
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
+
+        w = self.weights if self.blocked is None or n == 1 else self.blocked
+        x = w.hidden(tokens, cos, sin, attend)
+        return w.logits(x[:, -1] if last is None else x[self.rows[:n, 0], last])
 
     def _mask(self, pos: torch.Tensor, span: int) -> torch.Tensor:
         """(..., T, span) additive: causal, and blind past each row's own length. Additive, not
         boolean: SDPA's CPU kernel runs 1.3-2x faster with a float mask at these shapes."""
         return torch.where(self.arange[:span] <= pos[..., None], 0.0, float("-inf")).to(self.k[0].dtype)
-
-
-def pack_weights(model: GPT) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
-    """Per layer: q/k/v fused into one matrix, gate/up into another, all stored transposed (in, out),
-    with the RMSNorm weight before each folded into its rows (norm(x) * g @ W = norm(x) @ diag(g) W);
-    the q and k norm weights side by side per head; and the transposed head, the final norm folded
-    in. At batch 1 a step is a chain of small ops bound by per-op overhead: fusing cuts the matrix
-    products from 7 to 4 per layer and the norm + RoPE calls from 4 to 2, measured 1.3-1.5x and
-    another 1.1x decode tokens/s (tiny preset, 1 thread). A snapshot: build a new Engine after
-    changing the model's weights."""
-    cfg, layers = model.cfg, []
-    for block in model.layers:
-        a, mlp = block.self_attn, block.mlp
-        g1, g2 = block.input_layernorm.weight[:, None], block.post_attention_layernorm.weight[:, None]
-        w = {"qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().mul(g1).contiguous(),
-             "o": a.o_proj.weight.t().contiguous(),
-             "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().mul(g2).contiguous(),
-             "down": mlp.down_proj.weight.t().contiguous()}
-        if cfg.qk_norm:
-            w["qk_norm"] = torch.cat([a.q_norm.weight.expand(cfg.n_head, -1),
-                                      a.k_norm.weight.expand(cfg.n_kv_head, -1)])
-        layers.append(w)
-    return layers, model.lm_head.weight.t().mul(model.norm.weight[:, None]).contiguous()
 
 
 def onednn_ok(param: torch.Tensor) -> bool:
@@ -456,18 +488,8 @@ def onednn_ok(param: torch.Tensor) -> bool:
             and all(hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise")))
 
 
-def block_weights(layers: list[dict[str, torch.Tensor]], head: torch.Tensor,
-                  rows: int) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
-    """pack_weights' matrices reordered for oneDNN's products of about `rows` rows (what Inductor's
-    freezing pass does on CPU: the same two ops)."""
-    def reorder(w: torch.Tensor) -> torch.Tensor:  # oneDNN takes nn.Linear's (out, in)
-        return torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), rows)
-
-    return [{k: t if k == "qk_norm" else reorder(t) for k, t in w.items()} for w in layers], reorder(head)
-
-
 def onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x @ w for w from block_weights."""
+    """x @ w for w reordered by Engine._blocked."""
     return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
 
 

@@ -3,13 +3,26 @@
 Pre-norm RMSNorm, rotary embeddings in HF's rotate-half layout, optional QK-norm (Qwen3),
 SwiGLU MLP, grouped-query attention, no biases, untied embeddings. Staying inside this family
 means a checkpoint maps 1:1 onto `LlamaForCausalLM` / `Qwen3ForCausalLM` and llama.cpp.
+
+The layer is written once, `block`, over a `Weights` view of the model: its modules' own parameters for
+training (`GPT.weights`: autograd, torch.compile), or the fused copy the engine runs with its own KV-cache
+rows and kernels (`Weights.fused`, infer/engine.py). Changing the layer changes both.
 """
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from chatforge.config import GPTConfig
+
+HIDDEN_ACT = "silu"  # the MLP gate's activation (SwiGLU) by its transformers name, which model/hf.py writes and checks
+
+# attend(layer, q, k, v) -> y: attention over (B, heads, T, head_dim), with whatever cache the caller keeps
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def rope_tables(cfg: GPTConfig, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,16 +35,15 @@ def rope_tables(cfg: GPTConfig, length: int, device=None) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embeddings with rope_tables' signed sin: 3 ops instead of rotate-half's 6 (chunk, neg, cat), 17 vs
-    8 us a call in the engine's eager decode step. (Compiled training steps: 0-2.5% faster, within the noise.)"""
+    """Rotary embeddings with rope_tables' signed sin: 3 ops instead of rotate-half's 6 (chunk, neg, cat),
+    8 vs 17 us a call in the engine's eager decode step."""
     return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, -1), sin)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal self-attention over (B, heads, T, head_dim), keys and values possibly with fewer heads (GQA).
-    On CPU under torch.compile the plain formula wins: Inductor fuses scale, mask and softmax into one kernel
-    between two bf16 batched matmuls, 39 ms forward + backward per tiny-preset layer vs 66 ms for the CPU
-    flash kernel (one thread, CPU time). Elsewhere, and eager, flash SDPA (no T x T scores in memory)."""
+    On CPU under torch.compile the plain formula, which Inductor fuses into one softmax kernel between two
+    batched matmuls (39 vs 66 ms forward + backward per tiny layer for the CPU flash kernel); elsewhere flash SDPA."""
     T = q.size(-2)
     if not (q.is_cpu and torch.compiler.is_compiling() and T <= 512):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -44,11 +56,113 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.softmax(torch.where(pos[:, None] >= pos, scores, float("-inf")), dim=-1) @ v
 
 
-class RMSNorm(nn.RMSNorm):
-    # Cast the weight to the activation dtype: under bf16 autocast a float32 weight makes
-    # torch fall back from the fused kernel to the slow composite one.
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension. No weight where it is folded into the next matrix (Weights.fused); a
+    (heads, head_dim) weight for query and key heads side by side. The weight is cast to the activations' dtype:
+    under bf16 autocast a float32 weight makes torch fall back from the fused kernel to the slow composite one."""
+    if weight is not None and weight.dim() > 1:
+        return F.rms_norm(x, x.shape[-1:], None, eps) * weight
+    return F.rms_norm(x, x.shape[-1:], None if weight is None else weight.to(x.dtype), eps)
+
+
+def project(x: torch.Tensor, mats: tuple[torch.Tensor, ...], linear, sizes: list[int]) -> list[torch.Tensor]:
+    """x through matrices that read the same input: a product per matrix, or one product of them fused side by
+    side (Weights.fused), split into outputs of the given widths."""
+    if len(mats) > 1:
+        return [linear(x, m) for m in mats]
+    return linear(x, mats[0]).split(sizes, -1)
+
+
+@dataclass
+class BlockWeights:
+    """One layer's weights as `block` reads them."""
+    attn_norm: torch.Tensor | None  # None: folded into the matrices after it
+    qkv: tuple[torch.Tensor, ...]  # q, k, v projections, or the three fused
+    qk_norm: tuple[torch.Tensor, ...] | None  # QK-norm (Qwen3): q's and k's, or one for their heads side by side
+    o: torch.Tensor
+    mlp_norm: torch.Tensor | None
+    mlp: tuple[torch.Tensor, ...]  # gate, up, or the two fused
+    down: torch.Tensor
+
+
+def block(x: torch.Tensor, w: BlockWeights, layer: int, cfg: GPTConfig, linear, cos: torch.Tensor,
+          sin: torch.Tensor, attend: Attend) -> torch.Tensor:
+    """One decoder layer: attention, then the MLP, each reading the RMS-normed residual stream and adding to it."""
+    B, T, _ = x.shape
+    H, KV, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.norm_eps
+    # queries and keys from their own matrices, or fused: H + KV heads side by side, one norm and one RoPE
+    # for both (a decode step is a chain of small ops, 1.1x tokens/s)
+    *qk, v = (t.view(B, T, -1, D) for t in project(rms_norm(x, w.attn_norm, eps), w.qkv, linear,
+                                                       [(H + KV) * D, KV * D]))
+    if w.qk_norm is not None:
+        qk = [rms_norm(t, g, eps) for t, g in zip(qk, w.qk_norm, strict=True)]
+    qk = [apply_rope(t.transpose(1, 2), cos, sin) for t in qk]
+    q, k = qk if len(qk) == 2 else qk[0].split([H, KV], 1)
+    y = attend(layer, q, k, v.transpose(1, 2))
+    x = x + linear(y.transpose(1, 2).reshape(B, T, H * D), w.o)
+    gate, up = project(rms_norm(x, w.mlp_norm, eps), w.mlp, linear, [cfg.ffn_dim, cfg.ffn_dim])
+    return x + linear(F.silu(gate) * up, w.down)
+
+
+@dataclass
+class Weights:
+    """A model's weights in the layout one forward pass reads, with the matrix product for that layout:
+    `linear(x, matrix)`."""
+    cfg: GPTConfig
+    embed: torch.Tensor
+    layers: list[BlockWeights]
+    norm: torch.Tensor | None  # None: folded into the head
+    head: torch.Tensor
+    linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def hidden(self, idx: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """The residual stream (B, T, n_embd) after every layer, for token ids (B, T) at the positions of cos/sin."""
+        x = F.embedding(idx, self.embed)
+        for i, w in enumerate(self.layers):
+            x = block(x, w, i, self.cfg, self.linear, cos, sin, attend)
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(rms_norm(x, self.norm, self.cfg.norm_eps), self.head).float()
+
+    @torch.no_grad()
+    def fused(self) -> "Weights":
+        """A copy for inference, where a decode step is a chain of small ops bound by per-op overhead: the
+        matrices that read the same input fused into one (q/k/v; gate/up) with the RMSNorm weight before them
+        folded into their rows (norm(x) * g @ W = norm(x) @ diag(g) W), all (in, out) for torch.matmul.
+        Fusing measured 1.3-1.5x decode tokens/s (tiny preset, 1 thread)."""
+        def fuse(mats, g=None):  # left transposed, not contiguous, the step ran 1.3x slower
+            w = torch.cat(mats).t()
+            return (w if g is None else w * g[:, None]).contiguous()
+
+        def heads(qk_norm):  # q's weight for each query head, then k's for each key head
+            if qk_norm is None:
+                return None
+            q, k = qk_norm
+            return (torch.cat([q.expand(self.cfg.n_head, -1), k.expand(self.cfg.n_kv_head, -1)]),)
+
+        layers = [BlockWeights(None, (fuse(w.qkv, w.attn_norm),), heads(w.qk_norm), fuse([w.o]),
+                               None, (fuse(w.mlp, w.mlp_norm),), fuse([w.down])) for w in self.layers]
+        return Weights(self.cfg, self.embed.clone(), layers, None, fuse([self.head], self.norm), torch.matmul)
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], linear) -> "Weights":
+        """These weights with every matrix of a product passed through `fn` (a kernel's own layout, read by
+        `linear`); the embedding and the norm weights (the fields named *norm) are shared."""
+        def convert(name, v):
+            if name.endswith("norm"):
+                return v
+            return tuple(fn(t) for t in v) if isinstance(v, tuple) else fn(v)
+
+        layers = [BlockWeights(**{k: convert(k, v) for k, v in vars(w).items()}) for w in self.layers]
+        return dataclasses.replace(self, layers=layers, head=fn(self.head), linear=linear)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor, in a fixed order."""
+        out = [self.embed]
+        for w in self.layers:
+            for v in vars(w).values():
+                out += v if isinstance(v, tuple) else [] if v is None else [v]
+        return out + [t for t in (self.norm, self.head) if t is not None]
 
 
 class KVCache:
@@ -61,48 +175,31 @@ class KVCache:
         self.max_len = max_len
         self.pos = 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = k.size(2)
-        if self.pos + t > self.max_len:
-            raise ValueError(f"KV cache full: {self.pos} + {t} > {self.max_len} positions")
-        self.k[layer, :, :, self.pos : self.pos + t] = k
-        self.v[layer, :, :, self.pos : self.pos + t] = v
-        end = self.pos + t
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store the new keys and values at `pos`; their queries see every position cached up to their own."""
+        start, end = self.pos, self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {start} + {k.size(2)} > {self.max_len} positions")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        k, v = self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        if start == 0:
+            return causal_attention(q, k, v)
+        mask = torch.ones(q.size(2), end, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
+# The modules hold the parameters under the names HF's Llama/Qwen3 use (model/hf.py maps them); `block` computes.
 class Attention(nn.Module):
-    def __init__(self, cfg: GPTConfig, layer: int):
+    def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.cfg, self.layer = cfg, layer
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
-            self.k_norm = RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
-
-    def forward(self, x, cos, sin, cache: KVCache | None = None):
-        B, T, _ = x.shape
-        cfg = self.cfg
-        q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim)
-        k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
-        v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
-        if cfg.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q = apply_rope(q.transpose(1, 2), cos, sin)
-        k = apply_rope(k.transpose(1, 2), cos, sin)
-        start = 0
-        if cache is not None:
-            start = cache.pos
-            k, v = cache.update(self.layer, k, v)
-        if start == 0:
-            y = causal_attention(q, k, v)
-        else:  # queries at positions start..start+T-1 see keys 0..start+T-1
-            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+            self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+            self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
 
 
 class MLP(nn.Module):
@@ -112,21 +209,21 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.n_embd, cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.n_embd, bias=False)
 
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig, layer: int):
+    def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
-        self.self_attn = Attention(cfg, layer)
-        self.post_attention_layernorm = RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.input_layernorm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def weights(self) -> BlockWeights:
+        a, mlp = self.self_attn, self.mlp
+        qk_norm = (a.q_norm.weight, a.k_norm.weight) if hasattr(a, "q_norm") else None
+        return BlockWeights(self.input_layernorm.weight, (a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),
+                            qk_norm, a.o_proj.weight, self.post_attention_layernorm.weight,
+                            (mlp.gate_proj.weight, mlp.up_proj.weight), mlp.down_proj.weight)
 
 
 class GPT(nn.Module):
@@ -134,8 +231,8 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm = RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg, cfg.seq_len)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -158,6 +255,11 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, std=p.size(1) ** -0.5)
 
+    def weights(self) -> Weights:
+        """The modules' own parameters, nn.Linear's (out, in), one product per matrix: what training differentiates."""
+        return Weights(self.cfg, self.embed_tokens.weight, [b.weights() for b in self.layers], self.norm.weight,
+                       self.lm_head.weight, F.linear)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 reduction: str = "mean") -> torch.Tensor:
         """Logits (B, T, V) without targets; with targets (-1 = ignored) the cross-entropy loss."""
@@ -168,12 +270,12 @@ class GPT(nn.Module):
         else:
             cos, sin = self.rope_cos, self.rope_sin
         cos, sin = cos[start : start + T], sin[start : start + T]
-        x = self.embed_tokens(idx)
-        for block in self.layers:
-            x = block(x, cos, sin, cache)
-        if cache is not None:
+        w = self.weights()
+        if cache is None:
+            logits = w.logits(w.hidden(idx, cos, sin, lambda layer, q, k, v: causal_attention(q, k, v)))
+        else:
+            logits = w.logits(w.hidden(idx, cos, sin, cache.attend))
             cache.pos += T
-        logits = self.lm_head(self.norm(x)).float()
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,

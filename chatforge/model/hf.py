@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from chatforge.model.gpt import GPT, GPTConfig
+from chatforge.errors import UserError
+from chatforge.model.gpt import GPT, HIDDEN_ACT, GPTConfig
 
 ARCHITECTURES = {"Qwen3ForCausalLM": "qwen3", "LlamaForCausalLM": "llama"}
 
@@ -27,7 +28,7 @@ def hf_config_dict(cfg: GPTConfig, bos_id: int | None = None, eos_id: int | None
              num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head,
              head_dim=cfg.head_dim, max_position_embeddings=cfg.seq_len, rms_norm_eps=cfg.norm_eps,
              rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta}, tie_word_embeddings=False,
-             attention_bias=False, hidden_act="silu", bos_token_id=bos_id, eos_token_id=eos_id)
+             attention_bias=False, hidden_act=HIDDEN_ACT, bos_token_id=bos_id, eos_token_id=eos_id)
     if model_type == "llama":
         d["mlp_bias"] = False
     return d
@@ -51,7 +52,7 @@ def is_hf_checkpoint(path: Path) -> bool:
 
 
 def gpt_config(hf: dict, seq_len: int) -> GPTConfig:
-    """GPTConfig for an HF config.json, or a ValueError naming what gpt.py cannot represent.
+    """GPTConfig for an HF config.json, or a UserError naming what gpt.py cannot represent.
 
     seq_len is the context the run trains at, not the model's max_position_embeddings (32k-128k for current
     models): training rows, the RoPE table and the export all follow it, and gpt.py extends RoPE past it at
@@ -60,25 +61,25 @@ def gpt_config(hf: dict, seq_len: int) -> GPTConfig:
                                                if a in ARCHITECTURES), None)
     if model_type not in ("qwen3", "llama"):
         found = hf.get("model_type") or hf.get("architectures")
-        raise ValueError(f"model type {found!r}: only qwen3 and llama models import")
+        raise UserError(f"model type {found!r}: only qwen3 and llama models import")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
-        raise ValueError("the model has attention or MLP biases, which chatforge's model does not")
-    if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"activation {hf['hidden_act']!r}: chatforge's MLP is SwiGLU (silu)")
+        raise UserError("the model has attention or MLP biases, which chatforge's model does not")
+    if hf.get("hidden_act", "silu") != HIDDEN_ACT:
+        raise UserError(f"activation {hf['hidden_act']!r}: chatforge's MLP gate is {HIDDEN_ACT}")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
-        raise ValueError(f"RoPE scaling {rope_type!r}: chatforge's model has plain RoPE only")
+        raise UserError(f"RoPE scaling {rope_type!r}: chatforge's model has plain RoPE only")
     if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or []):
-        raise ValueError("the model uses sliding-window attention; chatforge's attends to the whole context")
+        raise UserError("the model uses sliding-window attention; chatforge's attends to the whole context")
     n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or n_embd // n_head
     if head_dim * n_head != n_embd:
-        raise ValueError(f"head_dim={head_dim} but hidden_size/num_attention_heads = {n_embd}/{n_head}: "
+        raise UserError(f"head_dim={head_dim} but hidden_size/num_attention_heads = {n_embd}/{n_head}: "
                          f"chatforge's model needs them equal")
     max_pos = hf.get("max_position_embeddings", seq_len)
     if seq_len > max_pos:
-        raise ValueError(f"model.seq_len={seq_len} is longer than the model's max_position_embeddings={max_pos}; "
+        raise UserError(f"model.seq_len={seq_len} is longer than the model's max_position_embeddings={max_pos}; "
                          f"add --model.seq_len={max_pos}")
     return GPTConfig(vocab_size=hf["vocab_size"], seq_len=seq_len, n_layer=hf["num_hidden_layers"], n_embd=n_embd,
                      n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head,
@@ -95,7 +96,7 @@ def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
         weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
         files = [path / f for f in sorted(set(weight_map.values()))]
     else:
-        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}")
+        raise UserError(f"no model.safetensors or model.safetensors.index.json in {path}")
     sd = {}
     for f in files:
         sd.update({gpt_name(k): v.float() for k, v in load_file(f).items()})
@@ -109,12 +110,12 @@ def load_hf_model(path: Path, seq_len: int, vocab_size: int | None = None) -> GP
     reaches those rows, and the rest of the pipeline needs rows == tokens."""
     path = Path(path)
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no config.json in {path}")
+        raise UserError(f"no config.json in {path}")
     hf = json.loads((path / "config.json").read_text())
     try:
         cfg = gpt_config(hf, seq_len)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except ValueError as e:  # GPTConfig's own checks too
+        raise UserError(f"{path}: {e}") from None
     sd = load_hf_state_dict(path)
     sd.pop("rotary_emb.inv_freq", None)  # older Llama checkpoints stored the RoPE table
     if hf.get("tie_word_embeddings") or "lm_head.weight" not in sd:
@@ -122,7 +123,7 @@ def load_hf_model(path: Path, seq_len: int, vocab_size: int | None = None) -> GP
         sd["lm_head.weight"] = sd["embed_tokens.weight"].clone()
     if vocab_size is not None and vocab_size != cfg.vocab_size:
         if vocab_size > cfg.vocab_size:
-            raise ValueError(f"{path}: the tokenizer has {vocab_size} tokens but the model only {cfg.vocab_size} "
+            raise UserError(f"{path}: the tokenizer has {vocab_size} tokens but the model only {cfg.vocab_size} "
                              f"embedding rows")
         print(f"{path}: dropping embedding rows {vocab_size}..{cfg.vocab_size - 1}, past the tokenizer's ids")
         cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
@@ -132,6 +133,6 @@ def load_hf_model(path: Path, seq_len: int, vocab_size: int | None = None) -> GP
     try:
         model.load_state_dict(sd, strict=True, assign=True)  # assign: no second copy of the weights
     except RuntimeError as e:
-        raise ValueError(f"{path}: the weights do not fit a {hf.get('model_type')} model of this config: "
+        raise UserError(f"{path}: the weights do not fit a {hf.get('model_type')} model of this config: "
                          f"{str(e).splitlines()[1].strip()[:300]}") from None
     return model
