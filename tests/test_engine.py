@@ -1,4 +1,6 @@
+import copy
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -91,6 +93,118 @@ def test_batched_greedy_equals_unbatched_with_requests_joining_and_leaving(model
     for p, n, r in zip(prompts, lengths, reqs, strict=True):
         assert r.tokens == full_greedy(model, p, n) and r.done
     assert late.tokens == full_greedy(model, [20, 21], 10)
+
+
+def alone(model, prompt, n):
+    """The greedy tokens of `prompt` run alone (GPT.forward), and how many of them any batch must reproduce:
+    all, or up to and including the first position whose top two logits are within 1e-4 (a near tie that
+    the batch's different kernels may break the other way)."""
+    seq = list(prompt)
+    for i in range(n):
+        top = model(torch.tensor([seq]))[0, -1].topk(2)
+        seq.append(int(top.indices[0]))
+        if top.values[0] - top.values[1] < 1e-4:
+            return seq[len(prompt):], i
+    return seq[len(prompt):], n
+
+
+def check_own_events(model, events, prompt, n):
+    """One consumer's events: all of one request, in order, ending with its one done event, tokens as alone."""
+    req = events[0].request
+    assert all(e.request is req for e in events) and [e.done for e in events] == [False] * (len(events) - 1) + [True]
+    assert [t for e in events for t in e.tokens] == req.tokens and req.prompt == prompt
+    expected, sure = alone(model, prompt, n)
+    assert req.tokens[:sure] == expected[:sure] and len(req.tokens) == n
+
+
+PROMPTS, LENGTHS = [[1, 2, 3], [4, 5, 6, 7, 8], [9], [10, 11]], [10, 6, 14, 8]
+
+
+def test_interleaved_streams_each_get_all_and_only_their_events(model):
+    """Generators consumed alternately in one thread (RL rollouts), at different paces: 1, 2, 3, 1 events a turn."""
+    engine = Engine(model, max_batch=3)  # 4 streams through 3 rows: one waits for a row
+    streams = [engine.stream(p, dataclasses.replace(GREEDY, max_tokens=n))
+               for p, n in zip(PROMPTS, LENGTHS, strict=True)]
+    got, live = [[] for _ in streams], set(range(len(streams)))
+    while live:
+        for i in sorted(live):
+            for _ in range([1, 2, 3, 1][i]):
+                if (event := next(streams[i], None)) is None:
+                    live.discard(i)
+                    break
+                got[i].append(event)
+    for events, p, n in zip(got, PROMPTS, LENGTHS, strict=True):
+        check_own_events(model, events, p, n)
+    assert not engine.has_work()
+
+
+def test_streams_in_threads_each_get_all_and_only_their_events(model):
+    engine = Engine(model, max_batch=4)
+    got = [None] * len(PROMPTS)
+
+    def consume(i):
+        got[i] = list(engine.stream(PROMPTS[i], dataclasses.replace(GREEDY, max_tokens=LENGTHS[i])))
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for events, p, n in zip(got, PROMPTS, LENGTHS, strict=True):
+        check_own_events(model, events, p, n)
+    assert not engine.has_work()
+
+
+def test_cancel_frees_the_row_at_once_for_a_waiting_request(model):
+    engine = Engine(model, max_batch=2)
+    stream = engine.stream([1, 2, 3], dataclasses.replace(GREEDY, max_tokens=20))
+    a = next(stream).request
+    b = engine.submit([4, 5, 6], dataclasses.replace(GREEDY, max_tokens=12))
+    c = engine.submit([7, 8], dataclasses.replace(GREEDY, max_tokens=8))
+    gone = engine.submit([9], GREEDY)
+    engine.cancel(gone)  # waiting: dropped from the queue
+    assert gone.done and gone.stats.stop_reason == "cancelled" and not gone.tokens and list(engine.waiting) == [b, c]
+    for _ in range(3):
+        next(stream)  # b joined a at the second step; c waits for a row
+    assert [r.row for r in (a, b, c)] == [0, 1, -1] and len(a.tokens) == 4
+    engine.cancel(a)
+    assert a.done and a.stats.stop_reason == "cancelled" and engine.running == [b] and b.row == 0
+    last = list(stream)
+    assert len(last) == 1 and last[0].done and last[0].request is a and not last[0].tokens
+    engine.step()
+    assert engine.running == [b, c] and c.row == 1  # c took the freed row at the next step
+    for _ in engine.run():
+        pass
+    assert a.tokens == full_greedy(model, [1, 2, 3], 4)  # nothing else changed
+    assert b.tokens == full_greedy(model, [4, 5, 6], 12) and c.tokens == full_greedy(model, [7, 8], 8)
+
+
+def test_closing_a_stream_early_cancels_its_request(model):
+    engine = Engine(model, max_batch=2)
+    stream = engine.stream([1, 2, 3], GREEDY)
+    req = next(stream).request
+    stream.close()
+    assert req.done and req.stats.stop_reason == "cancelled" and not engine.has_work()
+
+
+def test_refresh_weights_gives_the_new_models_logits(model):
+    """After an optimizer step (here: noise) the engine's logits are the updated model's, on both the
+    one-row (MKL) and several-row (oneDNN) paths, through the same tensors (updated in place)."""
+    mine = copy.deepcopy(model)
+    engine = Engine(mine, max_batch=4)
+    where = [t.data_ptr() for t in engine.weights.tensors()]
+    tokens = torch.tensor([[1, 2, 3, 9], [4, 5, 6, 7]])
+    for new in (mine, copy.deepcopy(model)):  # the engine's own model updated, or another of its config
+        with torch.no_grad():
+            for p in new.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        engine.refresh_weights(new)
+        with torch.inference_mode():
+            one, two, full = engine._forward(tokens[:1], 0, 0, 4), engine._forward(tokens, 0, 0, 4), new(tokens)
+        assert torch.allclose(one, full[:1, -1], atol=1e-4) and torch.allclose(two, full[:, -1], atol=1e-4)
+    assert [t.data_ptr() for t in engine.weights.tensors()] == where
+    with pytest.raises(ValueError, match="same config"):
+        engine.refresh_weights(GPT(dataclasses.replace(CFG, n_layer=1)))
 
 
 def test_seeded_sampling_does_not_depend_on_the_batch(model):

@@ -93,7 +93,7 @@ class GenStats:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself: == and `in` by identity
 class Request:
     id: int
     prompt: list[int]
