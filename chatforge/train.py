@@ -9,14 +9,13 @@ time, data position, anything else the loop passes). A loop restores the RNG sta
 step, so set-up that draws random numbers (a fresh model's init) does not shift what the steps draw.
 """
 
-import dataclasses
 import json
 import math
 import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +118,7 @@ def restore_rng(rng: dict | None) -> None:
 def save_state(ckpt_dir: Path, model: GPT, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
     """A checkpoint that resumes exactly: weights, optimizer, TrainState and the RNG states as of now. Atomic: a
     kill mid-save leaves the previous checkpoint."""
-    save_checkpoint(ckpt_dir, model, optimizer, dataclasses.asdict(state), rng_state())
+    save_checkpoint(ckpt_dir, model, optimizer, asdict(state), rng_state())
 
 
 def load_state(ckpt_dir: Path) -> Checkpoint | None:
