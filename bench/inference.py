@@ -1,6 +1,7 @@
 """Decode speed of the engine against HF transformers `generate` on the same weights, and batching.
 
     .venv/bin/python bench/inference.py [--run runs/tiny] [--quick]
+    .venv/bin/python bench/inference.py --compare-ref /tmp/old --no-compile   # old (a git worktree) vs this checkout
 
 Figures (greedy, one thread unless --threads):
   decode tokens/s at batch 1, as (N - 1) / (time for N new tokens - time for 1), so prefill and
@@ -12,6 +13,9 @@ Figures (greedy, one thread unless --threads):
   llama.cpp f32: null until the GGUF export exists.
 The anchors run interleaved with ours, `--repeats` times; rates are medians, ratios the median of
 the per-repeat ratios (the machine is shared: load drifts between repeats), with the load average.
+--compare-ref PATH runs these same measurements on the chatforge package of another checkout and on this
+one, in alternating subprocesses of one repeat each (old, new, then new, old, ...), and reports both sides'
+figures (medians) and new/old ratios (the median of the per-pair ratios).
 The last line is one JSON object.
 """
 
@@ -19,13 +23,15 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.environ.get("CHATFORGE_BENCH_ROOT") or str(ROOT))  # the package --compare-ref measures
 from chatforge.config import make_config  # noqa: E402
 from chatforge.export.hf import to_hf_model  # noqa: E402
 from chatforge.infer.engine import Engine, SamplingParams  # noqa: E402
@@ -70,6 +76,32 @@ def decode_rate(fn, n: int) -> float:
     return (n - 1) / max(timed(lambda: fn(n)) - timed(lambda: fn(1)), 1e-9)
 
 
+def compare(args: argparse.Namespace) -> None:
+    """These measurements, one repeat a subprocess, on the package at args.compare_ref (old) and on ours (new)."""
+    roots = {"old": str(Path(args.compare_ref).resolve()), "new": str(ROOT)}
+    cmd = [sys.executable, __file__, "--run", args.run, "--stage", args.stage, "--tokens", str(args.tokens),
+           "--repeats", "1", "--threads", str(args.threads)] + (["--no-compile"] if args.no_compile else [])
+    runs: dict[str, list[dict]] = {"old": [], "new": []}
+    for r in range(args.repeats):
+        for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
+            env = {**os.environ, "CHATFORGE_BENCH_ROOT": roots[side]}
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            runs[side].append(json.loads(out.strip().splitlines()[-1]))
+        print(f"pair {r + 1}: " + ", ".join(f"{k} {runs['old'][-1][k]} -> {runs['new'][-1][k]}"
+                                           for k in ("decode_vs_hf", "batch16_vs_batch1")), file=sys.stderr)
+    result = {"old": roots["old"], "new": roots["new"]}
+    for k in ("decode_vs_hf", "batch16_vs_batch1", "compiled_decode_vs_hf", "engine_decode_tok_s",
+              "hf_generate_decode_tok_s", "batch1_tok_s", "batch16_tok_s"):
+        pairs = [(o[k], n[k]) for o, n in zip(runs["old"], runs["new"], strict=True) if o[k] is not None]
+        if pairs:
+            result[k] = {"old": round(statistics.median(o for o, _ in pairs), 2),
+                         "new": round(statistics.median(n for _, n in pairs), 2),
+                         "new_over_old": round(statistics.median(n / o for o, n in pairs), 3)}
+    result |= {"pairs": args.repeats, "new_tokens": args.tokens, "threads": args.threads,
+               "load_avg_1m": round(os.getloadavg()[0], 2)}
+    print(json.dumps(result))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="runs/tiny", help="run directory whose weights to use (else random init)")
@@ -79,9 +111,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd engine (~40 s to compile)")
     ap.add_argument("--quick", action="store_true", help="64 tokens, 2 repeats (< 2 minutes)")
+    ap.add_argument("--compare-ref", metavar="PATH", help="another checkout to measure against (--repeats pairs)")
     args = ap.parse_args()
     if args.quick:
         args.tokens, args.repeats = 64, 2
+    if args.compare_ref:
+        return compare(args)
     torch.set_num_threads(args.threads)
     model, source = load(args.run, args.stage)
     n = min(args.tokens, model.cfg.seq_len - 40)
