@@ -1,3 +1,6 @@
+import dataclasses
+
+import pytest
 import torch
 
 from chatforge.model.checkpoint import load_model, load_training_state, save_checkpoint
@@ -6,9 +9,9 @@ from chatforge.model.gpt import GPT, GPTConfig, KVCache
 CFG = GPTConfig(vocab_size=97, seq_len=32, n_layer=2, n_embd=32, n_head=4, n_kv_head=2)
 
 
-def random_model(seed=0) -> GPT:
+def random_model(seed=0, cfg=CFG) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(CFG)
+    model = GPT(cfg)
     with torch.no_grad():  # zero-initialised projections would hide bugs in the attention path
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -33,6 +36,21 @@ def test_kv_cache_matches_full_recompute():
     parts.append(model(x[:, 7:12], cache=cache))
     parts += [model(x[:, t : t + 1], cache=cache) for t in range(12, 20)]
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_fused_inference_weights_compute_the_same_logits(qk_norm):
+    """The engine's copy (q/k/v and gate/up fused, RMSNorm weights folded in) through the same layers."""
+    from chatforge.model.gpt import causal_attention
+
+    model = random_model(cfg=dataclasses.replace(CFG, qk_norm=qk_norm))
+    x = torch.randint(0, CFG.vocab_size, (2, 12))
+    w = model.weights().fused()
+    assert len(w.layers[0].qkv) == len(w.layers[0].mlp) == 1 and w.norm is None and w.layers[0].mlp_norm is None
+    with torch.no_grad():
+        logits = w.logits(w.hidden(x, model.rope_cos[:12], model.rope_sin[:12],
+                                   lambda layer, q, k, v: causal_attention(q, k, v)))
+        assert torch.allclose(logits, model(x), atol=1e-5)
 
 
 def test_causality():
