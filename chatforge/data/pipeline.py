@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -219,9 +218,7 @@ def run_local(todo: list[Shard], cfg, work: Path) -> None:
         # spawn, not fork: a forked child inherits torch's and tqdm's threads and locks
         ctx = mp.get_context("spawn")
         counter = ctx.Value("q", 0)
-        # A plain namespace: unpickling a DataConfig would import chatforge.config, and with it torch (3 s a worker)
-        plain = SimpleNamespace(**asdict(cfg))
-        with ctx.Pool(cfg.workers, _init_worker, (plain, work, counter)) as pool:
+        with ctx.Pool(cfg.workers, _init_worker, (cfg, work, counter)) as pool:
             result = pool.map_async(_run_in_worker, todo, chunksize=1)
             while not result.ready():
                 result.wait(0.5)
@@ -240,10 +237,8 @@ def run_ray(todo: list[Shard], cfg, work: Path) -> None:
     if not ray.is_initialized():
         ray.init(num_cpus=max(1, cfg.workers), include_dashboard=False, log_to_driver=False)
 
-    plain = SimpleNamespace(**asdict(cfg))  # as in run_local: a DataConfig would import torch in every worker
-
     def run(row: dict) -> dict:
-        process_shard(Shard(row["index"], list(row["files"])), plain, make_steps(plain), work, lambda n: None)
+        process_shard(Shard(row["index"], list(row["files"])), cfg, make_steps(cfg), work, lambda n: None)
         return {"index": row["index"]}
 
     ds = ray.data.from_items([asdict(s) for s in todo], override_num_blocks=max(1, len(todo)))
