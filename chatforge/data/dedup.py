@@ -4,13 +4,11 @@ probability 0.77, one at 0.85 with 0.99, one at 0.5 with 0.05). Signatures are c
 in the shard workers (numpy, vectorised over shingles and hash functions); clustering needs every
 shard and runs once at the end. One document per cluster is kept: the first in input order.
 
-The S-curve loses a quarter of the copies near its 0.72 midpoint, and web copies sit there when they
-combine edits (other navigation, a sentence or two added or removed, a few words changed: Jaccard
-0.72-0.85 on the planted set, where 14x8 alone finds 0.94-1.00 of them over 5 seeds). So documents that
-share a whole sentence of 8+ words are candidates too, accepted only when their signatures agree on >= 70%
-of the minhashes (estimated Jaccard at the S-curve's midpoint; distinct articles on the same topic sit
-under 0.1). With it 0.99-1.00 of the planted copies are found; 0.6 found 1 more of those 500 but
-merged 4 more benchmark pages than 0.7 (docs/benchmarks.md). The LSH merges stay exactly FineWeb's.
+Web copies that combine edits (other navigation, a sentence added, a few words changed) sit at Jaccard
+0.72-0.85, where the S-curve loses some. So documents that share a whole sentence of 8+ words are
+candidates too, accepted when their signatures agree on >= 70% of the minhashes (distinct articles on one
+topic sit under 0.1): recall on such planted copies 0.94-1.00 -> 0.99-1.00 (docs/benchmarks.md). The LSH
+merges stay exactly FineWeb's.
 """
 
 import re
