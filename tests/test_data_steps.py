@@ -297,6 +297,13 @@ def test_gopher_quality_thresholds():
     assert filters.gopher_quality(doc("Lorem ipsum dolor sit amet " * 12)) == "gopher_enough_stop_words"
 
 
+def test_gopher_word_count_is_at_the_named_threshold_and_skips_punctuation():
+    words = ("the cat and the dog sat with that old man " * 10).split()
+    enough = words[: filters.GOPHER_MIN_WORDS]
+    assert filters.gopher_quality(doc(" ".join(enough) + " , ; - (")) is None
+    assert filters.gopher_quality(doc(" ".join(enough[:-1]) + " , ; - (")) == "gopher_short_doc"
+
+
 def test_gopher_repetition_thresholds():
     assert filters.gopher_repetition(doc(" ".join(f"word{i}" for i in range(300)))) is None
     assert filters.gopher_repetition(doc("same line here\n" * 10 + PROSE)) == "gopher_dup_line_frac"
