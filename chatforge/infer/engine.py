@@ -144,8 +144,8 @@ class Engine:
     The tokenizer is needed for text, stop strings and tools; `tools.run(name, text) -> str` runs a call.
 
     `step()` is the one scheduler: it advances every request by a token and hands each event to its
-    request. `run()` yields every event of the steps it makes (one consumer driving the engine, as
-    `generate` does); `stream()` yields one request's events from its own queue and steps the engine
+    request. `run()` yields every event of the steps it makes (for a caller that drives the engine
+    alone); `stream()` yields one request's events from its own queue and steps the engine
     only when that queue is empty, so any number of streams, generators interleaved in one thread (RL
     rollouts) or consumers in several threads (a server), each get all and only their own events.
     Threads: one lock serialises `submit`, `step`, `cancel` and `refresh_weights`; a stream may be
@@ -157,7 +157,7 @@ class Engine:
         self.model, self.tok, self.tools = model.eval(), tok, tools
         param = next(model.parameters())
         self.device = param.device
-        self.max_len = cfg.seq_len
+        self.max_len, self.max_batch = cfg.seq_len, max_batch
         # One tensor per layer (not views of one big one): torch.compile updates them in place.
         shape = (max_batch, cfg.n_kv_head, self.max_len, cfg.head_dim)
         self.k = [torch.zeros(shape, device=self.device, dtype=param.dtype) for _ in range(cfg.n_layer)]
@@ -176,7 +176,6 @@ class Engine:
         # Compiling the decode step (opt-in) fuses the small ops around the products: 0.9-1.3x the eager step's
         # tokens/s at batch 1 for 15-48 s of compiling, which pays back only over many answers. Prefills stay eager.
         self.decode = torch.compile(self._forward, dynamic=True) if compile else self._forward
-        self.max_batch = max_batch
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # running[i] owns cache row i: rows stay contiguous, so views, not gathers
         self.next_id = 0
@@ -286,8 +285,10 @@ class Engine:
     def _blocked(self, weights: Weights) -> Weights:
         """The fused weights reordered for oneDNN's products of about max_batch rows (what Inductor's freezing
         pass does on CPU: the same two ops)."""
-        rows = self.rows.size(0)
-        return weights.map(lambda w: torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), rows), onednn_linear)
+        def reorder(w: torch.Tensor) -> torch.Tensor:  # oneDNN takes nn.Linear's (out, in)
+            return torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), self.max_batch)
+
+        return weights.map(reorder, onednn_linear)
 
     def _step(self) -> list[Event]:
         admitted = []

@@ -67,10 +67,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
 
 def project(x: torch.Tensor, mats: tuple[torch.Tensor, ...], linear, sizes: list[int]) -> list[torch.Tensor]:
     """x through matrices that read the same input: a product per matrix, or one product of them fused side by
-    side (Weights.fused), split into outputs of the given widths."""
+    side (Weights.fused), split into outputs of the given widths (split_with_sizes: Tensor.split's Python
+    wrapper costs more than the split at batch 1)."""
     if len(mats) > 1:
         return [linear(x, m) for m in mats]
-    return linear(x, mats[0]).split(sizes, -1)
+    return linear(x, mats[0]).split_with_sizes(sizes, -1)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def block(x: torch.Tensor, w: BlockWeights, layer: int, cfg: GPTConfig, linear, 
     if w.qk_norm is not None:
         qk = [rms_norm(t, g, eps) for t, g in zip(qk, w.qk_norm, strict=True)]
     qk = [apply_rope(t.transpose(1, 2), cos, sin) for t in qk]
-    q, k = qk if len(qk) == 2 else qk[0].split([H, KV], 1)
+    q, k = qk if len(qk) == 2 else qk[0].split_with_sizes([H, KV], 1)
     y = attend(layer, q, k, v.transpose(1, 2))
     x = x + linear(y.transpose(1, 2).reshape(B, T, H * D), w.o)
     gate, up = project(rms_norm(x, w.mlp_norm, eps), w.mlp, linear, [cfg.ffn_dim, cfg.ffn_dim])
