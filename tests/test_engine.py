@@ -436,3 +436,12 @@ def test_compiled_decode_step_matches_eager(model):
     prompts = [[1, 2, 3], [4, 5], [6]]
     compiled = Engine(model, max_batch=3, compile=True).generate(prompts, GREEDY)
     assert [r.tokens for r in compiled] == [full_greedy(model, p, GREEDY.max_tokens) for p in prompts]
+
+
+def test_compiled_decode_step_is_one_graph(model):
+    """A graph break leaves the compiled step at about eager speed (measured 605 vs 900-1130 tokens/s)."""
+    engine = Engine(model, max_batch=2, compile=True)
+    with torch.inference_mode():
+        for tokens, pos in ((torch.tensor([[1]]), 3), (torch.tensor([[1], [2]]), torch.tensor([[3], [4]]))):
+            explained = torch._dynamo.explain(engine._forward)(tokens, 0, pos, 5)
+            assert explained.graph_count == 1 and explained.graph_break_count == 0

@@ -446,7 +446,7 @@ class Engine:
         m = self.model
         n, T = tokens.shape
         D = m.cfg.head_dim
-        mask, causal = None, False
+        mask, causal, at = None, False, None
         if isinstance(pos, int):
             # Positions shared by all rows: slices of the rope tables and the cache (views and copies,
             # not gathers and index_put), and no mask at all for a prompt from 0 or a single new token.
