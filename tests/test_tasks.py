@@ -113,5 +113,5 @@ def test_evaluate_chat_scores_the_held_out_splits(micro_run):
                                                                      run.config))
     with pytest.raises(UserError, match="no rl checkpoint"):
         evaluate_chat(run, "rl")
-    with pytest.raises(UserError, match="stage must be one of"):
+    with pytest.raises(UserError, match="no final checkpoint"):
         evaluate_chat(run, "final")

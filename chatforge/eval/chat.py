@@ -1,45 +1,43 @@
 """Chat evaluation: a checkpoint's greedy answers to the held-out split of each task in the run's SFT
-mixture, scored by the tasks' own checkers (chatforge/tasks/). Files in the mixture have no checker
-and are not evaluated."""
+mixture, scored by the tasks' own checkers (chatforge/tasks/), and to a few fixed questions for the report.
+Files in the mixture have no checker and are not evaluated."""
 
-from chatforge.errors import UserError
 from chatforge.infer.chat import chat_params
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import pick_device
+from chatforge.runs import checkpoint_stage
 from chatforge.tasks import TASKS, parse_mixture
 from chatforge.tasks.common import reply_text
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import parse_reply, render_prompt
 
-STAGES = ("base", "sft", "rl")
 EXAMPLES = 32  # held-out examples per task: a score to 1/32, and seconds on the micro preset
 SAMPLES = 3  # per task, kept with their scores for the report
 MAX_TOKENS = 64  # the tasks' reference answers are one sentence
 MAX_BATCH = 16
 
 
-def evaluate_chat(run, stage: str) -> dict:
-    """{"stage", "tasks": {name: {"score": mean in 0..1, "n"}}, "samples": [{"task", "prompt", "reply", "score"}]}
-    for the run's `stage` checkpoint; writes nothing."""
-    if stage not in STAGES:
-        raise UserError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    if not (run.path / stage / "model.safetensors").exists():
-        raise UserError(f"no {stage} checkpoint in {run.path}: train that stage first")
+def evaluate_chat(run, stage: str, questions: tuple[str, ...] = ()) -> dict:
+    """{"stage", "tasks": {name: {"score": mean in 0..1, "n"}}, "samples": [{"task", "prompt", "reply", "score"}],
+    "answers": [[question, reply], ...]} for the run's `stage` checkpoint, all in one batch; writes nothing."""
+    checkpoint_stage(run.path, stage)  # a UserError naming the checkpoints present if `stage` is not one
     model, tok = load_model(run.path / stage, pick_device()), load_tokenizer(run.path / "tokenizer")
     tasks = [TASKS[s.name] for s in parse_mixture(run.config.sft.mixture) if not s.is_file]
     examples = [(task, ex) for task in tasks
                 for ex in task.examples("test", EXAMPLES, run.config.sft.seed, run.config)]
     params = chat_params(tok, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0))
-    requests = Engine(model, tok, max_batch=MAX_BATCH).generate(
-        [render_prompt(tok, ex["messages"][:-1]) for _, ex in examples], params)
+    prompts = [ex["messages"][:-1] for _, ex in examples] + [[{"role": "user", "content": q}] for q in questions]
+    requests = Engine(model, tok, max_batch=MAX_BATCH).generate([render_prompt(tok, m) for m in prompts], params)
     scores: dict[str, list[float]] = {task.name: [] for task in tasks}
     samples = []
-    for (task, ex), req in zip(examples, requests, strict=True):
+    replies = []
+    for req in requests:
         try:
-            reply = parse_reply(tok, req.tokens)
+            replies.append(parse_reply(tok, req.tokens))
         except ValueError:  # cut off inside a tool call, or a stray chat token: score the text
-            reply = tok.decode(req.tokens)
+            replies.append(tok.decode(req.tokens))
+    for (task, ex), reply in zip(examples, replies, strict=False):
         score = task.score(ex, reply)
         if len(scores[task.name]) < SAMPLES:
             samples.append({"task": task.name, "prompt": ex["messages"][-2]["content"], "reply": reply_text(reply),
@@ -47,4 +45,5 @@ def evaluate_chat(run, stage: str) -> dict:
         scores[task.name].append(score)
     return {"stage": stage, "tasks": {name: {"score": round(sum(s) / len(s), 4), "n": len(s)}
                                       for name, s in scores.items()},
-            "samples": samples}
+            "samples": samples,
+            "answers": [[q, reply_text(r)] for q, r in zip(questions, replies[len(examples):], strict=True)]}

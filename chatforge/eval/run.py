@@ -13,7 +13,7 @@ import torch
 from chatforge.errors import UserError
 from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.eval.chat import evaluate_chat
-from chatforge.infer.chat import complete, reply
+from chatforge.infer.chat import complete
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import pick_device
@@ -22,7 +22,7 @@ from chatforge.runs import Run, checkpoint_stage, checkpoints, write_json
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards
 
-CHAT_PROMPTS = ["Who are you?", "What is 12 + 7?", "Hello"]
+CHAT_PROMPTS = ("Who are you?", "What is 12 + 7?", "Hello")
 CHAT_STAGES = ("sft", "rl")  # the checkpoints trained to answer in the chat format
 NOT_BUILT = {"rl": "RL evaluation (rewards and pass rates of the RL model) is not built yet",
              "lm-eval": "the lm-eval harness adapter is not built yet"}
@@ -58,11 +58,7 @@ def eval_chat(run: Run, stages: list[str]) -> tuple[dict, dict]:
                         f"checkpoints to evaluate in {run.path} are: {', '.join(stages) or 'none'}")
     out = {}
     for stage in chat_stages:
-        result = evaluate_chat(run, stage)
-        model, tok = load_model(run.path / stage, pick_device()), load_tokenizer(run.path / "tokenizer")
-        result["answers"] = [[q, reply(model, tok, [{"role": "user", "content": q}], 0.0, 0,
-                                       run.config.eval.sample_tokens)[0]] for q in CHAT_PROMPTS]
-        out[stage] = result
+        out[stage] = result = evaluate_chat(run, stage, CHAT_PROMPTS)
         print(f"chat {stage}: " + ", ".join(f"{name} {t['score']:.3f} (n={t['n']})"
                                             for name, t in result["tasks"].items()))
     return out, {stage: {name: t["score"] for name, t in r["tasks"].items()} for stage, r in out.items()}

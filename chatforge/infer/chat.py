@@ -59,16 +59,6 @@ def answer(engine: Engine, messages: list[dict], params: SamplingParams, out=Non
     return content, req.stats
 
 
-def reply(model: GPT, tok: Tokenizer, messages: list[dict], temperature: float, top_k: int, max_tokens: int,
-          seed: int | None = None, out=None) -> tuple[str, GenStats]:
-    """One answer from a fresh engine without tools (the chat answers `chatforge eval` keeps); returns
-    (text, stats)."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    content, stats = answer(Engine(model, tok, max_batch=1), messages, params, out)
-    text = content if isinstance(content, str) else "".join(p["text"] for p in content if p["type"] == "text")
-    return text, stats
-
-
 def apply_command(text: str, params: SamplingParams) -> SamplingParams:
     """'/top_p 0.9' -> params with top_p=0.9 (validated); 'none' clears the seed."""
     name, _, value = text[1:].partition(" ")
