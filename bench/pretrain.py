@@ -39,11 +39,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from chatforge.config import adamw_lr, make_config, resolve_pretrain
-from chatforge.eval.bpb import evaluate_bpb
+from chatforge.config import adamw_lr, make_config
 from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory
+from chatforge.pretrain.bpb import evaluate_bpb
+from chatforge.pretrain.horizon import resolve_pretrain
 from chatforge.pretrain.mfu import measure_matmul_peak
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards, row_position

@@ -180,60 +180,6 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
                      n_kv_head=n_head)
 
 
-def scaling_params(m: GPTConfig) -> int:
-    """Parameters of the transformer's matrices plus the head, without the embedding and the norms: the count
-    nanochat sizes its training horizon and batch by, because it gives the cleanest scaling laws."""
-    attention = 2 * m.n_embd * m.n_head * m.head_dim + 2 * m.n_embd * m.n_kv_head * m.head_dim  # q, o; k, v
-    mlp = 3 * m.n_embd * m.ffn_dim  # SwiGLU gate, up, down
-    return m.n_layer * (attention + mlp) + m.vocab_size * m.n_embd
-
-
-# The Power Lines rule (Bergsma et al. 2025, arXiv 2505.13738), as nanochat uses it: the optimal tokens per step
-# grow as D^0.383 with the training horizon D in tokens, anchored at nanochat's measured optimum of 2^19 for d12
-# at its compute-optimal horizon (10.5 tokens per scaling parameter). No LR follows the batch (nanochat scales
-# by sqrt(B / 2^19)): our LRs were tuned at tiny's 4096-token batch and nanochat's at 2^19, so a square-root
-# rule anchored at either end contradicts the other's measurements.
-BATCH_REF_TOKENS, BATCH_EXPONENT, RATIO_REF = 2**19, 0.383, 10.5
-
-
-def batch_tokens_for(m: GPTConfig, horizon_tokens: int) -> int:
-    """Tokens per optimizer step for training `m` on `horizon_tokens`, a power of two (rounded in log2). The d12
-    anchor shares `m`'s vocabulary and context, so only the depth and the horizon move the batch."""
-    ref_horizon = RATIO_REF * scaling_params(model_for_depth(12, m.vocab_size, m.seq_len))
-    tokens = BATCH_REF_TOKENS * (horizon_tokens / ref_horizon) ** BATCH_EXPONENT
-    return 2 ** round(math.log2(tokens))
-
-
-def resolve_pretrain(pc: PretrainConfig, m: GPTConfig, world: int) -> PretrainConfig:
-    """`pc` resolved for training `m` on `world` processes: batch_tokens the exact tokens per step (derived where
-    it is -1, batch_size x grad_accum x processes rows where 0), grad_accum the micro-batches each process runs
-    per step to make it, steps derived where 0. Derived batches and steps both use the compute-optimal horizon,
-    param_data_ratio x scaling_params, even where the steps are explicit: the batch of a horizon of steps x batch
-    would be circular, and the ratio is the dial to turn."""
-    if (pc.steps == 0 or pc.batch_tokens == -1) and pc.param_data_ratio <= 0:
-        raise UserError(f"pretrain.param_data_ratio must be > 0 to derive the steps or the batch, "
-                        f"got {pc.param_data_ratio}")
-    horizon = pc.param_data_ratio * scaling_params(m)
-    micro = pc.batch_size * m.seq_len * world
-    if pc.batch_tokens == -1:
-        batch_tokens = batch_tokens_for(m, round(horizon))
-        if batch_tokens < micro:
-            raise UserError(f"the batch derived from the depth, {batch_tokens:,} tokens per step, is smaller than "
-                            f"one micro-batch on every process (batch_size x seq_len x processes = {pc.batch_size} "
-                            f"x {m.seq_len} x {world} = {micro:,}); lower pretrain.batch_size or set "
-                            f"pretrain.batch_tokens")
-    else:
-        batch_tokens = pc.batch_tokens or micro * pc.grad_accum
-    if batch_tokens % micro:
-        raise UserError(f"pretrain.batch_tokens={batch_tokens} is not a multiple of batch_size x seq_len x "
-                        f"processes = {pc.batch_size} x {m.seq_len} x {world} = {micro}")
-    steps = pc.steps or round(horizon / batch_tokens)
-    if steps < 1:
-        raise UserError(f"pretrain.param_data_ratio={pc.param_data_ratio} derives {horizon:,.0f} training tokens, "
-                        f"less than half a step of {batch_tokens:,}; raise it")
-    return dataclasses.replace(pc, batch_tokens=batch_tokens, grad_accum=batch_tokens // micro, steps=steps)
-
-
 # depth, vocab, seq_len, then per-section fields. CPU presets keep measured batches: tiny's 16 x 256 tokens learned
 # more per token than 32 rows, where Power Lines would give it 16x more. GPU presets derive batch and steps from the
 # depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.

@@ -202,7 +202,7 @@ def hf_run(tok, tmp_path_factory):
 
 
 def test_continued_pretraining_from_an_hf_model(hf_run, tok):
-    from chatforge.config import resolve_pretrain
+    from chatforge.pretrain.horizon import resolve_pretrain
     from chatforge.runs import open_run
     from chatforge.tokenizer.bpe import load_tokenizer
     from chatforge.tokenizer.shards import TokenShards, row_position

@@ -11,12 +11,12 @@ To add a kind: a function (run, stages) -> (file, figures) here, and its line in
 import torch
 
 from chatforge.errors import UserError
-from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.eval.chat import evaluate_chat
 from chatforge.infer.chat import complete
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import pick_device
+from chatforge.pretrain.bpb import evaluate_bpb, unigram_bpb
 from chatforge.pretrain.train import SAMPLE_PROMPTS
 from chatforge.runs import Run, checkpoint_stage, checkpoints, write_json
 from chatforge.tokenizer.bpe import load_tokenizer

@@ -308,9 +308,18 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed_tokens.weight.numel() if non_embedding else n
 
+    def matrix_params(self) -> int:
+        """Parameters of the matrix products: every layer's matrices and the head (not the embedding, a lookup)."""
+        return sum(p.numel() for name, p in self.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight")
+
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6 per matmul weight (fwd+bwd) plus attention scores (PaLM appendix B)."""
         cfg = self.cfg
-        matmul_params = self.num_params(non_embedding=True) - sum(
-            p.numel() for p in self.parameters() if p.dim() == 1)
-        return 6 * matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * cfg.seq_len
+        return 6 * self.matrix_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * cfg.seq_len
+
+
+def scaling_params(cfg: GPTConfig) -> int:
+    """GPT.matrix_params of a model of `cfg`, the count nanochat sizes its training horizon and batch by (the
+    cleanest scaling laws); counted on the meta device, so it follows the layers as written and allocates nothing."""
+    with torch.device("meta"):
+        return GPT(cfg).matrix_params()

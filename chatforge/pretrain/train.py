@@ -16,14 +16,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from chatforge.config import adamw_lr, resolve_pretrain
+from chatforge.config import adamw_lr
 from chatforge.errors import UserError
-from chatforge.eval.bpb import evaluate_bpb, unigram_bpb
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.gpt import GPT
 from chatforge.model.hf import is_hf_checkpoint, load_hf_model
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory
+from chatforge.pretrain.bpb import evaluate_bpb, unigram_bpb
+from chatforge.pretrain.horizon import resolve_pretrain
 from chatforge.pretrain.mfu import peak_flops
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.hf import load_hf_tokenizer
