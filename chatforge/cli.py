@@ -137,7 +137,7 @@ def cmd_chat(args, overrides) -> None:
     run = Path(args.run or "runs/tiny")
     params = sampling_params(args)
     model, tok, stage = load_chat_model(run, args.stage)
-    # the run's tools section, then --tools.FIELD=VALUE overrides, then the flags; this session only
+    # the run's tools section, then --tools.FIELD=VALUE overrides, then the flags; this chat only
     if bad := [k for k in overrides if not k.startswith("tools.")]:
         raise UserError(f"chat takes only tools.* overrides, not {', '.join(bad)}")
     if args.no_python:

@@ -1,4 +1,4 @@
-"""Conversations ⇄ tokens in the ChatML-style format of DESIGN.md §5, with the loss mask.
+"""Conversations ⇄ tokens in the ChatML-style format of docs/design.md, with the loss mask.
 
     <|endoftext|><|im_start|>system<|im_sep|>...<|im_end|><|im_start|>user<|im_sep|>...<|im_end|>
     <|im_start|>assistant<|im_sep|>...<|im_end|>
