@@ -76,11 +76,11 @@ def gpt_config(hf: dict, seq_len: int) -> GPTConfig:
     head_dim = hf.get("head_dim") or n_embd // n_head
     if head_dim * n_head != n_embd:
         raise UserError(f"head_dim={head_dim} but hidden_size/num_attention_heads = {n_embd}/{n_head}: "
-                         f"chatforge's model needs them equal")
+                        f"chatforge's model needs them equal")
     max_pos = hf.get("max_position_embeddings", seq_len)
     if seq_len > max_pos:
         raise UserError(f"model.seq_len={seq_len} is longer than the model's max_position_embeddings={max_pos}; "
-                         f"add --model.seq_len={max_pos}")
+                        f"add --model.seq_len={max_pos}")
     return GPTConfig(vocab_size=hf["vocab_size"], seq_len=seq_len, n_layer=hf["num_hidden_layers"], n_embd=n_embd,
                      n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head,
                      mlp_hidden=hf["intermediate_size"], rope_theta=float(rope.get("rope_theta", hf.get(
@@ -124,7 +124,7 @@ def load_hf_model(path: Path, seq_len: int, vocab_size: int | None = None) -> GP
     if vocab_size is not None and vocab_size != cfg.vocab_size:
         if vocab_size > cfg.vocab_size:
             raise UserError(f"{path}: the tokenizer has {vocab_size} tokens but the model only {cfg.vocab_size} "
-                             f"embedding rows")
+                            f"embedding rows")
         print(f"{path}: dropping embedding rows {vocab_size}..{cfg.vocab_size - 1}, past the tokenizer's ids")
         cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
         for k in ("embed_tokens.weight", "lm_head.weight"):
@@ -134,5 +134,5 @@ def load_hf_model(path: Path, seq_len: int, vocab_size: int | None = None) -> GP
         model.load_state_dict(sd, strict=True, assign=True)  # assign: no second copy of the weights
     except RuntimeError as e:
         raise UserError(f"{path}: the weights do not fit a {hf.get('model_type')} model of this config: "
-                         f"{str(e).splitlines()[1].strip()[:300]}") from None
+                        f"{str(e).splitlines()[1].strip()[:300]}") from None
     return model

@@ -57,7 +57,7 @@ class Tokenizer:
     def special(self, name: str) -> int:
         if name not in self.enc.special_tokens_set:  # e.g. a tokenizer imported from HF has no chat/tool tokens
             raise UserError(f"the tokenizer has no {name} token: chat and tools need chatforge's special tokens "
-                             f"({', '.join(SPECIAL_TOKENS[1:])}); retrain it, or use one from a chatforge run")
+                            f"({', '.join(SPECIAL_TOKENS[1:])}); retrain it, or use one from a chatforge run")
         return self.enc.encode_single_token(name)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -103,13 +103,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     n_merged = vocab_size - len(SPECIAL_TOKENS)
     if n_merged < 256:
         raise UserError(f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + "
-                         f"{len(SPECIAL_TOKENS)} special tokens = {256 + len(SPECIAL_TOKENS)}")
+                        f"{len(SPECIAL_TOKENS)} special tokens = {256 + len(SPECIAL_TOKENS)}")
     bpe = rustbpe.Tokenizer()
     bpe.train_from_iterator(iter(texts), n_merged, pattern=SPLIT_PATTERN)
     ranks = {bytes(tok): rank for tok, rank in bpe.get_mergeable_ranks()}
     if len(ranks) < n_merged:
         raise UserError(f"the corpus only supports {len(ranks)} merges + bytes, fewer than the "
-                         f"{n_merged} asked for: lower tokenizer.vocab_size or give more text")
+                        f"{n_merged} asked for: lower tokenizer.vocab_size or give more text")
     return Tokenizer(_encoding(ranks, SPLIT_PATTERN))
 
 

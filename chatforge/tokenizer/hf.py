@@ -94,7 +94,7 @@ def _split_pattern(pre: dict | None) -> str:
             and not steps[0].get("invert") and not steps[1].get("use_regex") and not steps[1].get("add_prefix_space")):
         return steps[0]["pattern"]["Regex"]
     raise UserError(f"pre-tokenizer {' + '.join(kinds) or 'none'}: only a byte-level BPE split by one regex "
-                     f"(Split + ByteLevel, or ByteLevel with GPT-2's regex) converts to tiktoken")
+                    f"(Split + ByteLevel, or ByteLevel with GPT-2's regex) converts to tiktoken")
 
 
 def _check_merges(merges: list, ranks: dict[bytes, int], to_bytes) -> None:
@@ -110,7 +110,7 @@ def _check_merges(merges: list, ranks: dict[bytes, int], to_bytes) -> None:
             raise UserError(f"merge {m!r} names a token that is not in the vocabulary")
         if rank < last:
             raise UserError(f"merge {m!r} makes id {rank} after a merge made id {last}: tiktoken merges in id "
-                             f"order, so it would encode differently")
+                            f"order, so it would encode differently")
         last = rank
 
 
@@ -130,7 +130,7 @@ def load_hf_tokenizer(hf_dir: Path) -> Tokenizer:
         if model.get("type", "BPE") != "BPE" or model.get("byte_fallback") or (d.get("decoder") or {}).get(
                 "type") != "ByteLevel":
             raise UserError(f"{model.get('type')} model with a {(d.get('decoder') or {}).get('type')} decoder: "
-                             f"only byte-level BPE converts to tiktoken")
+                            f"only byte-level BPE converts to tiktoken")
         if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
             raise UserError("subword prefixes or word suffixes: tiktoken's tokens are plain bytes")
         if (d.get("normalizer") or {}).get("type") not in (None, "NFC"):
@@ -160,7 +160,7 @@ def load_hf_tokenizer(hf_dir: Path) -> Tokenizer:
             name = next((n for n, i in specials.items() if i == bos), None)
             if name is None:
                 raise UserError("no <|endoftext|> among the added tokens and no config.json bos_token_id naming "
-                                 "one to use as chatforge's document boundary")
+                                "one to use as chatforge's document boundary")
             print(f"{path}: {name} (id {bos}) is chatforge's document boundary <|endoftext|>")
             specials["<|endoftext|>"] = specials.pop(name)
     except ValueError as e:

@@ -45,11 +45,11 @@ def read_shard(path: Path) -> np.memmap:
     magic, version, itemsize, count = HEADER.unpack(head)
     if magic != MAGIC or version != VERSION or itemsize not in (2, 4):
         raise UserError(f"{path}: not a chatforge token shard (magic={magic!r} version={version} "
-                         f"itemsize={itemsize})")
+                        f"itemsize={itemsize})")
     expected = HEADER.size + count * itemsize
     if path.stat().st_size != expected:
         raise UserError(f"{path}: header says {count} tokens ({expected} bytes) but the file has "
-                         f"{path.stat().st_size} bytes")
+                        f"{path.stat().st_size} bytes")
     dtype = np.uint16 if itemsize == 2 else np.uint32
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER.size, shape=(count,))
 
@@ -261,14 +261,14 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
 
     if next(texts("train"), None) is None:
         raise UserError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
-                         f"check the data stage's stats.json")
+                        f"check the data stage's stats.json")
     if cfg.from_dir:  # e.g. the tokenizer of the run whose checkpoint pretrain.init_from continues
         src = Path(cfg.from_dir)  # ours (tokenizer.tiktoken) or a Hugging Face model's (only tokenizer.json)
         hf = (src / "tokenizer.json").exists() and not (src / "tokenizer.tiktoken").exists()
         tok = load_hf_tokenizer(src) if hf else load_tokenizer(src)
         if tok.vocab_size != cfg.vocab_size:  # the model's embedding size follows tokenizer.vocab_size
             raise UserError(f"{cfg.from_dir} has a vocabulary of {tok.vocab_size}; add "
-                             f"--tokenizer.vocab_size={tok.vocab_size}")
+                            f"--tokenizer.vocab_size={tok.vocab_size}")
     else:
         try:
             tok = train_tokenizer(texts("train"), cfg.vocab_size)
