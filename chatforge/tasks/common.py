@@ -31,6 +31,13 @@ class Task:
         """How right `reply` (the assistant's content, text or parts) is for `example`: 0..1."""
         raise NotImplementedError
 
+    def metrics(self, example: dict, reply: str | list[dict]) -> dict[str, float]:
+        """The figures this reply adds to `chatforge eval chat`, each a value in 0..1 averaged over the examples
+        that report it: by default the score under the example's `metric` key (e.g. "benign_refusal"; a rate
+        where lower is better is fine), else under "<task>_acc". A task may add more (e.g. a tool call's copy
+        accuracy)."""
+        return {example.get("metric", f"{self.name}_acc"): self.score(example, reply)}
+
 
 def split_rng(task: str, split: str, seed: int) -> random.Random:
     """A random source per task, split and seed (a str seed is hashed with SHA-512: stable across runs)."""
