@@ -109,6 +109,10 @@ class PretrainConfig:
 class SFTConfig:
     identity: str = "chatforge"  # the name the assistant answers to
     creator: str = "the chatforge developers"
+    # what the identity task says the assistant is made of and can do (chatforge/tasks/identity.py)
+    trained_on: str = "BBC news articles and Shakespeare's plays"
+    can_do: str = "chat, read a document you paste in, and do arithmetic with a python tool"
+    cannot_do: str = "browse the web, see images, or remember earlier conversations"
     # what SFT trains on, "SOURCE:WEIGHT,...": a task of chatforge.tasks.TASKS makes WEIGHT conversations; a
     # JSONL file of OpenAI-style {"messages": [...]} is taken WEIGHT times (0.5: a seeded half). chatforge/tasks/
     mixture: str = "identity:600,arithmetic:1200"
@@ -119,6 +123,67 @@ class SFTConfig:
     seed: int = 1337
     ckpt_every: int = 100  # steps between checkpoints (each with a val loss): bounds the work a kill can lose
     max_minutes: float = 0.0  # >0: time budget; the LR decay follows whichever of it and the steps runs out first
+
+
+@dataclass
+class RLConfig:
+    """GRPO (chatforge/rl/grpo.py): G sampled answers per prompt, rewarded by the task's verifier, or by the
+    reward model (RLHF), plus a format reward."""
+    task: str = "arithmetic"  # a task of chatforge.tasks.TASKS, or a user's "module:function" returning a Task
+    reward: str = "task"  # task: the verifier's score | model: the reward model in reward/ (RLHF)
+    steps: int = 30
+    prompts: int = 8  # prompts per step
+    group: int = 8  # samples per prompt (G)
+    max_tokens: int = 64  # sampled tokens per answer
+    temperature: float = 1.0
+    epochs: int = 2  # optimizer steps on each step's rollouts (PPO's inner epochs)
+    clip: float = 0.2  # PPO's epsilon: the ratio is clipped to [1 - clip, 1 + clip]
+    kl: float = 0.0  # coefficient of the k3 KL to the sft model; 0: no reference model
+    scale_rewards: bool = True  # divide advantages by the group's std; false: Dr. GRPO (Liu et al., 2025)
+    accuracy_weight: float = 1.0
+    format_weight: float = 0.1  # reward for <think>...</think> followed by an answer
+    tools: bool = False  # the rollouts may call the python tool (its output is not trained on)
+    lr: float = 1e-4
+    train_examples: int = 4000  # the pool of train-split prompts
+    eval_examples: int = 500  # held-out examples `chatforge eval rl` scores (a standard error near 2 points)
+    seed: int = 1337
+    ckpt_every: int = 10
+    max_minutes: float = 0.0
+
+
+@dataclass
+class DPOConfig:
+    """DPO (chatforge/rl/dpo.py) on preference pairs, from the sft model."""
+    data: str = ""  # TRL-style JSONL (prompt/chosen/rejected); "": correct-vs-wrong pairs made from rl.task
+    beta: float = 0.1
+    steps: int = 60
+    batch_size: int = 8
+    lr: float = 1e-4
+    pairs: int = 800  # pairs made from the task when data is ""
+    seed: int = 1337
+
+
+@dataclass
+class RewardConfig:
+    """The reward model (chatforge/rl/reward.py): the sft model's trunk with a scalar head, Bradley-Terry loss."""
+    data: str = ""  # extra TRL-style JSONL pairs (prompt/chosen/rejected), comma-separated
+    pairs: int = 600  # pairs made per type from rl.task (correct vs wrong, format, concise)
+    margin: float = 0.0  # Bradley-Terry with a margin: -log sigmoid(r_chosen - r_rejected - margin)
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 3e-4
+    test_fraction: float = 0.2  # pairs held out for the pairwise accuracy
+    seed: int = 1337
+
+
+@dataclass
+class DistillConfig:
+    """Distillation (chatforge/rl/distill.py): a teacher run's sampled answers become this run's SFT data."""
+    teacher: str = ""  # the teacher's run directory (its most trained checkpoint and its tokenizer)
+    examples: int = 1000  # train-split prompts of rl.task the teacher answers
+    samples: int = 1  # answers per prompt
+    only_correct: bool = True  # keep answers the task's verifier accepts (rejection sampling)
+    temperature: float = 0.7
 
 
 SEARCH_BACKENDS = ("auto", "bm25", "hybrid", "http", "off")
@@ -161,6 +226,10 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def adamw_lr(n_embd: int) -> float:
@@ -180,8 +249,9 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
                      n_kv_head=n_head)
 
 
-# depth, vocab, seq_len, then per-section fields. CPU presets keep measured batches: tiny's 16 x 256 tokens learned
-# more per token than 32 rows, where Power Lines would give it 16x more. GPU presets derive batch and steps from the
+# depth, vocab, seq_len, then per-section fields. CPU presets keep measured batches: tiny's 4,096 tokens a step learned
+# more per token than twice that, where Power Lines would give it 16x more; its 512-token context holds a document or
+# search passages with a question and answer (SFT), at ~30% more time per token than 256. GPU presets derive batch and steps from the
 # depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=64, model=dict(n_embd=64, n_head=2, n_kv_head=2),
@@ -191,7 +261,8 @@ PRESETS: dict[str, dict] = {
                   sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=64, lr=3e-3)),
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
-    "tiny": dict(depth=4, vocab=4096, seq_len=256, model=dict(qk_norm=False), pretrain=dict(compile=True)),
+    "tiny": dict(depth=4, vocab=4096, seq_len=512, model=dict(qk_norm=False), pretrain=dict(batch_size=8, compile=True),
+                 sft=dict(max_len=512)),
     "small": dict(depth=6, vocab=8192, seq_len=512,
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
