@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PRESET ?= tiny
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-deps lint clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,12 @@ demo: install
 	@echo "Chat with your model:  $(BIN)/chatforge chat --run runs/$(PRESET)"
 	@echo "One question:          $(BIN)/chatforge chat --run runs/$(PRESET) -p \"Who are you?\""
 
-test: install
+# Debian's chromium and its driver for the web UI test (tests/test_ui.py skips without them).
+test-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt-get install -y -q chromium chromium-driver \
+		|| echo "chromium not installed: the web UI test will skip"
+
+test: install test-deps
 	$(BIN)/python -m pytest -q
 
 lint: install
