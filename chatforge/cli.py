@@ -1,5 +1,5 @@
 """`chatforge`: one command, a subcommand per stage of the pipeline (chatforge.runs.STAGES), `speedrun` for
-all of them, and `chat`, `generate` (and later `serve`) to use what they made.
+all of them, and `chat`, `generate` and `serve` to use what they made.
 
 Every stage reads and writes one run directory (`--run runs/NAME`). Config fields can be
 overridden on any stage command as `--SECTION.FIELD=VALUE`, e.g. `--pretrain.steps=200`.
@@ -19,8 +19,7 @@ from chatforge.runs import CHECKPOINTS, STAGES, open_run, run_stage
 
 OVERRIDES_HELP = ("config overrides: --SECTION.FIELD=VALUE for any field shown by --show-config, "
                   "e.g. --pretrain.steps=200 --model.n_kv_head=2 --sft.identity=Ada")
-NOT_BUILT = {s.name: s.not_built for s in STAGES.values() if s.not_built} | {
-    "serve": "the OpenAI-compatible server and web UI are not built yet; use `chatforge chat`"}
+NOT_BUILT = {s.name: s.not_built for s in STAGES.values() if s.not_built}
 
 
 def settings_help(section: str | None) -> str:
@@ -177,11 +176,23 @@ def cmd_generate(args, overrides) -> None:
         print(f"--- sample {i + 1}\n{prompt}{text}")
 
 
+def cmd_serve(args, overrides) -> None:
+    from chatforge.serve.app import ServeLimits, serve
+
+    if args.batch < 1 or args.max_waiting < 0:
+        raise UserError("--batch must be >= 1 and --max-waiting >= 0")
+    serve(Path(args.run or "runs/tiny"), args.host, args.port, args.api_key,
+          ServeLimits(max_batch=args.batch, max_waiting=args.max_waiting))
+
+
 def cmd_eval(args, overrides) -> None:
     # naming the kinds or the checkpoint asks for an evaluation now, done or not
     figures = cmd_stage(args, overrides, force=bool(args.kinds) or args.stage is not None,
                         kinds=args.kinds or None, checkpoint=args.stage)
     if args.json and figures is not None:
+        if args.kinds == ["chat"]:  # the most trained model's figures at top level
+            stage = [s for s in CHECKPOINTS if s in figures["chat"]][-1]
+            figures = {"stage": stage, **figures["chat"][stage]}
         print(json.dumps(figures))
 
 
@@ -288,9 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_args(p)
     p.set_defaults(fn=cmd_generate)
 
-    p = sub.add_parser("serve", help=f"(not built yet) {NOT_BUILT['serve'].split(';')[0]}",
-                       description=NOT_BUILT["serve"] + ".")
-    p.set_defaults(fn=cmd_not_built)
+    text = "serve the run's models over the OpenAI API, with the chat page at /"
+    p = sub.add_parser("serve", help=text, description=text + " (the most trained model first; `model` picks one).")
+    p.add_argument("--run", help="run directory (default: runs/tiny)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1/")
+    p.add_argument("--batch", type=int, default=32, help="cache rows per model: requests decoded together")
+    p.add_argument("--max-waiting", type=int, default=64, help="requests queued for a row before a 429")
+    p.set_defaults(fn=cmd_serve)
     return parser
 
 
@@ -301,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     if getattr(args, "action", None) == "show" and args.text is None and extra and not extra[0].startswith("-"):
         args.text = extra.pop(0)  # `tokenizer show --run R TEXT`: argparse takes positionals only in one group
     overrides = parse_overrides(extra, parser)
-    if overrides and args.fn in (cmd_generate, cmd_not_built):
+    if overrides and args.fn in (cmd_generate, cmd_serve, cmd_not_built):
         parser.error(f"{args.command} takes no config overrides")
     return args, overrides
 
