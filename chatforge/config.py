@@ -64,6 +64,7 @@ class DataConfig:
     url_substrings: str = ""
     url_words: str = ""
     url_soft_words: str = ""
+    facts: int = 0  # invented people whose fact documents join the training split (data/facts.py); 0 = none
 
 
 @dataclass
@@ -123,6 +124,7 @@ class SFTConfig:
     seed: int = 1337
     ckpt_every: int = 100  # steps between checkpoints (each with a val loss): bounds the work a kill can lose
     max_minutes: float = 0.0  # >0: time budget; the LR decay follows whichever of it and the steps runs out first
+    eval_examples: int = 16  # held-out examples per task answered and scored at each checkpoint; 0: none
 
 
 @dataclass
@@ -211,6 +213,7 @@ class EvalConfig:
     """`chatforge eval` (chatforge/eval/run.py)."""
     bpb_tokens: int = 0  # validation tokens scored for bits per byte; 0: pretrain.eval_tokens, as pretraining scores
     sample_tokens: int = 48  # the length of each base-model sample and chat answer the report shows
+    chat_examples: int = 0  # held-out examples per task for `eval chat`; 0: eval/chat.py's EXAMPLES (100)
 
 
 @dataclass
@@ -254,16 +257,19 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 # search passages with a question and answer (SFT), at ~30% more time per token than 256. GPU presets derive batch and steps from the
 # depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
 PRESETS: dict[str, dict] = {
-    "micro": dict(depth=1, vocab=512, seq_len=64, model=dict(n_embd=64, n_head=2, n_kv_head=2),
-                  data=dict(max_docs=300),
+    "micro": dict(depth=1, vocab=512, seq_len=128, model=dict(n_embd=64, n_head=2, n_kv_head=2),
+                  data=dict(max_docs=300, facts=16),
                   pretrain=dict(steps=40, batch_size=8, eval_every=20, eval_tokens=4096, ckpt_every=20,
                                 warmup_steps=5, lr=1e-2),
-                  sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=64, lr=3e-3)),
+                  sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=128, lr=3e-3),
+                  rl=dict(steps=2, prompts=2, group=4, max_tokens=16, train_examples=64, eval_examples=32),
+                  reward=dict(pairs=48, steps=10, batch_size=8), dpo=dict(pairs=32, steps=4, batch_size=4),
+                  distill=dict(examples=16)),
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
     "tiny": dict(depth=4, vocab=4096, seq_len=512, model=dict(qk_norm=False), pretrain=dict(batch_size=8, compile=True),
-                 sft=dict(max_len=512)),
-    "small": dict(depth=6, vocab=8192, seq_len=512,
+                 data=dict(facts=256), sft=dict(max_len=512)),
+    "small": dict(depth=6, vocab=8192, seq_len=512, data=dict(facts=256),
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
     "d12": dict(depth=12, vocab=32768, seq_len=1024,

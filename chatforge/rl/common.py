@@ -1,0 +1,90 @@
+"""What the RL-stage modules share: the task a run practises on (a built-in one or a user's `module:function`),
+replies read back from the engine, padded batches of token sequences and the per-token log-probabilities a
+policy gives them, and preference pairs in TRL's chosen/rejected JSONL format."""
+
+import importlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from chatforge.errors import UserError
+from chatforge.infer.engine import Request
+from chatforge.model.gpt import GPT
+from chatforge.tasks import TASKS
+from chatforge.tasks.common import Task
+from chatforge.tokenizer.bpe import Tokenizer
+from chatforge.tokenizer.chat import parse_reply
+
+
+def load_task(spec: str) -> Task:
+    """A task of chatforge.tasks.TASKS by name, or "package.module:name" for a user's own: a Task, or a function
+    (or class) that returns one when called with no arguments."""
+    if spec in TASKS:
+        return TASKS[spec]
+    module, colon, name = spec.partition(":")
+    if not colon:
+        raise UserError(f"unknown task {spec!r}: one of {', '.join(TASKS)}, or module:function for your own")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"cannot load the task {spec!r}: {e}") from None
+    task = obj() if callable(obj) and not isinstance(obj, Task) else obj
+    if not isinstance(task, Task):
+        raise UserError(f"{spec} gave a {type(task).__name__}, not a chatforge.tasks.common.Task")
+    return task
+
+
+def reply_of(tok: Tokenizer, req: Request) -> str | list[dict]:
+    """A finished request's assistant content as the tasks' checkers take it (parts when it used a tool); an answer
+    cut off inside a tool call, or holding a stray chat token, is checked as its text."""
+    try:
+        return parse_reply(tok, req.tokens)
+    except ValueError:
+        return req.text
+
+
+def pad(seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, mask) sequences -> inputs x (B, T), targets y (B, T) and a float mask (B, T) of the trained targets,
+    right-padded to the longest."""
+    T = max(len(ids) for ids, _ in seqs) - 1
+    x = torch.zeros(len(seqs), T, dtype=torch.long)
+    y = torch.zeros(len(seqs), T, dtype=torch.long)
+    m = torch.zeros(len(seqs), T)
+    for i, (ids, mask) in enumerate(seqs):
+        n = len(ids) - 1
+        x[i, :n], y[i, :n], m[i, :n] = torch.tensor(ids[:-1]), torch.tensor(ids[1:]), torch.tensor(mask[1:]).float()
+    return x, y, m
+
+
+def token_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log p(y[b, t] | x[b, :t+1]) under `model`, (B, T) in float32."""
+    logits = model(x)
+    return -F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view(y.shape)
+
+
+def read_pairs(path: str | Path) -> list[tuple[list[dict], list[dict]]]:
+    """TRL's preference JSONL -> (chosen conversation, rejected conversation) as messages. A row is
+    {"prompt", "chosen", "rejected"}, each a string (plain: the prompt a user turn, the answers assistant turns) or
+    a list of messages (conversational); without "prompt", chosen and rejected are whole conversations."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no preference file {path}")
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompt = row.get("prompt", [])
+            prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            sides = [[{"role": "assistant", "content": v}] if isinstance(v, str) else list(v)
+                     for v in (row["chosen"], row["rejected"])]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{path}:{n}: not a preference pair ({type(e).__name__}: {e}); expected "
+                            f'{{"prompt": ..., "chosen": ..., "rejected": ...}}') from None
+        pairs.append((prompt + sides[0], prompt + sides[1]))
+    if not pairs:
+        raise UserError(f"{path} holds no preference pairs")
+    return pairs

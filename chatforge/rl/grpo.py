@@ -1,0 +1,233 @@
+"""GRPO (DeepSeekMath, Shao et al., 2024; DeepSeek-R1): the chat model practises on a task's problems. Each step
+samples G answers to each of a few prompts through the batched engine, rewards each (the task's verifier, or the
+reward model for RLHF, plus a format reward), and pushes up the tokens of answers that beat their group's mean.
+
+    advantage  A_i = (r_i - mean(r)) / std(r) over the G answers to one prompt (Dr. GRPO: no std)
+    loss       -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A) + beta k3(pi, pi_ref), ratio = pi / pi_old
+               averaged over every trained token of the step (token-level, DAPO), over `epochs` optimizer steps
+
+The old log-probabilities are the rollout policy's, recomputed by the training model before its first inner step
+(the engine samples from the same weights, refreshed after each step). Tool outputs the engine pastes into an
+answer are masked out of the loss: the model did not choose them.
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from chatforge.errors import UserError
+from chatforge.infer.chat import chat_params
+from chatforge.infer.engine import Engine, SamplingParams
+from chatforge.infer.tools import Tools
+from chatforge.model.checkpoint import load_model, remove_checkpoint
+from chatforge.model.optim import make_optimizer
+from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
+from chatforge.rl.common import load_task, pad, reply_of, token_logprobs
+from chatforge.tasks.common import Task
+from chatforge.tokenizer.bpe import load_tokenizer
+from chatforge.tokenizer.chat import render_prompt
+from chatforge.train import (
+    MetricsLog,
+    TrainState,
+    batch_indices,
+    check_finite,
+    load_state,
+    progress,
+    progress_bar,
+    restore_rng,
+    save_state,
+)
+
+MAX_BATCH = 64  # engine rows: a step's P x G answers decode together up to this many
+
+
+@dataclass
+class Rollout:
+    prompt: list[int]
+    tokens: list[int]  # the answer, with the <|im_end|> that ended it
+    mask: list[int]  # 1: sampled by the model (trained); 0: a tool output the runtime pasted in
+    accuracy: float  # the verifier's score; 0 when it failed
+    formatted: float  # 1: <think>...</think> then an answer
+    failed: bool  # the verifier raised or returned None
+    tool_calls: int
+    reward: float = 0.0
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool) -> torch.Tensor:
+    """(P, G) rewards -> advantages: centred on each group's mean, and divided by its std (Bessel-corrected, as TRL)
+    when `scale`. A group whose answers all score the same teaches nothing: its advantages are 0."""
+    centred = rewards - rewards.mean(1, keepdim=True)
+    return centred / (rewards.std(1, keepdim=True) + 1e-4) if scale else centred
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip: float,
+              kl_coef: float = 0.0, ref_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The clipped surrogate plus kl_coef x k3 KL (Schulman's estimator exp(d) - d - 1, d = log pi_ref - log pi:
+    unbiased, always >= 0), per token (B, T), averaged over the tokens where mask is 1. `adv` is per sequence (B,).
+    Also returns the step's KL and clip fraction (tokens whose ratio the clip held, of those trained)."""
+    adv = adv[:, None]
+    ratio = torch.exp(logp - old_logp)
+    per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + kl_coef * kl
+    n = mask.sum().clamp(min=1)
+    clipped = ((ratio < 1 - clip) & (adv < 0)) | ((ratio > 1 + clip) & (adv > 0))
+    stats = {"kl": ((kl * mask).sum() / n).item(), "clip_frac": ((clipped * mask).sum() / n).item()}
+    return (per_token * mask).sum() / n, stats
+
+
+def format_reward(reply: str | list[dict]) -> float:
+    """1 for reasoning in <think>...</think> first and an answer in text last (tool calls may come between)."""
+    return float(isinstance(reply, list) and len(reply) > 1 and reply[0]["type"] == "think"
+                 and reply[-1]["type"] == "text" and bool(reply[-1]["text"].strip()))
+
+
+def verify(task: Task, example: dict, reply: str | list[dict]) -> float | None:
+    """The task's score, or None when its verifier fails: a user's checker is outside our control, and one bad
+    answer must not end a run (it counts as reward 0 and is logged)."""
+    try:
+        score = task.score(example, reply)
+    except Exception:  # noqa: BLE001 - any error of a user's verifier
+        return None
+    return None if score is None else float(score)
+
+
+def rollout(engine: Engine, task: Task, examples: list[dict], group: int, params: SamplingParams,
+            seed: int) -> list[Rollout]:
+    """`group` answers to each example, all decoded together, each with its own seed (so a resumed run samples
+    the same answers); P x G rollouts, group by group, scored by the task's verifier."""
+    tok = engine.tok
+    end = tok.special("<|im_end|>")
+    prompts = [render_prompt(tok, ex["messages"][:-1]) for ex in examples]
+    reqs = [engine.submit(p, dataclasses.replace(params, seed=seed * 1_000_003 + i * group + g))
+            for i, p in enumerate(prompts) for g in range(group)]
+    while not all(r.done for r in reqs):
+        engine.step()
+    out = []
+    for k, req in enumerate(reqs):
+        reply = reply_of(tok, req)
+        score = verify(task, examples[k // group], reply)
+        ended = req.stats.stop_reason == "stop"
+        out.append(Rollout(req.prompt, req.tokens + [end] * ended, req.mask + [1] * ended,
+                           accuracy=score or 0.0, formatted=format_reward(reply) if ended else 0.0,
+                           failed=score is None, tool_calls=req.stats.tool_calls))
+    return out
+
+
+def prompt_pool(task: Task, tok, rc, config) -> list[dict]:
+    """The train-split examples whose prompt leaves room in the context for a whole answer."""
+    room = config.model.seq_len - rc.max_tokens - 1
+    examples = task.examples("train", rc.train_examples, rc.seed, config)
+    pool = [ex for ex in examples if len(render_prompt(tok, ex["messages"][:-1])) <= room]
+    if not pool:
+        raise UserError(f"no {task.name} prompt fits the context of {config.model.seq_len} tokens with "
+                        f"rl.max_tokens={rc.max_tokens}")
+    return pool
+
+
+def rl(run, resume: bool = False) -> dict:
+    """The `rl` stage: sft/ checkpoint -> rl/ checkpoint, metrics/rl.jsonl; resumes exactly."""
+    rc = run.config.rl
+    if min(rc.steps, rc.prompts, rc.group, rc.epochs, rc.ckpt_every) < 1 or rc.group < 2:
+        raise UserError("rl.steps, rl.prompts, rl.epochs and rl.ckpt_every must be >= 1 and rl.group >= 2")
+    if rc.reward not in ("task", "model"):
+        raise UserError(f"rl.reward must be task or model, got {rc.reward!r}")
+    device = pick_device()
+    keep_freed_memory()
+    dtype = autocast_dtype(run.config.pretrain.dtype, device)
+    tok = load_tokenizer(run.path / "tokenizer")
+    task = load_task(rc.task)
+    pool = prompt_pool(task, tok, rc, run.config)
+    scorer = None
+    if rc.reward == "model":
+        from chatforge.rl.reward import load_reward_model
+
+        scorer = load_reward_model(run.path / "reward", device)
+    ckpt_dir = run.path / "rl"
+    ckpt = load_state(ckpt_dir) if resume else None
+    if ckpt is None:
+        remove_checkpoint(ckpt_dir)
+        model, state = load_model(run.path / "sft", device), TrainState()
+    else:
+        model, state = load_model(ckpt_dir, device), ckpt.state
+        print(f"rl: resuming from step {state.step}")
+    ref = load_model(run.path / "sft", device).requires_grad_(False) if rc.kl > 0 else None
+    optimizer = make_optimizer(model, rc.lr, 0.0)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer)
+    log = MetricsLog(run.path / "metrics" / "rl.jsonl", state.step)
+    engine = Engine(model, tok, max_batch=min(rc.prompts * rc.group, MAX_BATCH),
+                    tools=Tools(python=True) if rc.tools else None)
+    params = chat_params(tok, SamplingParams(max_tokens=rc.max_tokens, temperature=rc.temperature))
+
+    print(f"rl: GRPO on {task.name}, {rc.steps} steps of {rc.prompts} prompts x {rc.group} answers, "
+          f"reward from the {'reward model' if scorer else 'verifier'}")
+    start_step, last_saved, row = state.step, None if ckpt is None else state.step, {}
+    bar = progress_bar("rl", rc.steps, start_step)
+    if ckpt is not None:
+        restore_rng(ckpt.rng)
+    t_last = time.time()
+    while state.step < rc.steps:
+        if progress(state.step, rc.steps, state.elapsed, rc.max_minutes) >= 1:
+            print(f"rl: time budget of {rc.max_minutes} min reached at step {state.step}")
+            break
+        idx = batch_indices(len(pool), state.position, rc.prompts, rc.seed)
+        state.position += rc.prompts
+        t0 = time.time()
+        rolls = rollout(engine, task, [pool[i] for i in idx], rc.group, params, rc.seed + state.step)
+        rollout_s = time.time() - t0
+        seqs = [(r.prompt + r.tokens, [0] * len(r.prompt) + r.mask) for r in rolls]
+        x, y, mask = (t.to(device) for t in pad(seqs))
+        rm_scores = scorer.score_ids([ids for ids, _ in seqs], device) if scorer else None
+        for k, r in enumerate(rolls):
+            main = rm_scores[k] if rm_scores is not None else r.accuracy
+            r.reward = rc.accuracy_weight * main + rc.format_weight * r.formatted
+        rewards = torch.tensor([r.reward for r in rolls]).view(rc.prompts, rc.group)
+        adv = group_advantages(rewards, rc.scale_rewards).view(-1).to(device)
+        with torch.no_grad(), autocast(device, dtype):
+            old = token_logprobs(model, x, y)
+            ref_logp = token_logprobs(ref, x, y) if ref is not None else None
+        kls, clips = [], []
+        for _ in range(rc.epochs):
+            with autocast(device, dtype):
+                logp = token_logprobs(model, x, y)
+            loss, stats = grpo_loss(logp, old, adv, mask, rc.clip, rc.kl, ref_logp)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
+            check_finite(loss.item(), grad_norm, state.step + 1, ckpt_dir, last_saved, "rl.lr")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            kls.append(stats["kl"])
+            clips.append(stats["clip_frac"])
+        engine.refresh_weights(model)
+        state.step += 1
+        state.elapsed += time.time() - t_last
+        n = len(rolls)
+        row = dict(reward=round(rewards.mean().item(), 4), accuracy=round(sum(r.accuracy for r in rolls) / n, 4),
+                   format=round(sum(r.formatted for r in rolls) / n, 4),
+                   response_len=round(sum(sum(r.mask) for r in rolls) / n, 2), kl=round(kls[-1], 5),
+                   clip_frac=round(sum(clips) / len(clips), 4),
+                   tool_call_rate=round(sum(r.tool_calls > 0 for r in rolls) / n, 4),
+                   verifier_failures=sum(r.failed for r in rolls), loss=round(loss.item(), 5),
+                   grad_norm=round(grad_norm, 4), rollout_s=round(rollout_s, 2))
+        if rm_scores is not None:
+            row["rm_score"] = round(sum(rm_scores) / n, 4)
+        log.write(state.step, **row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.3f}")
+        bar.update(1)
+        if state.step % rc.ckpt_every == 0 or state.step == rc.steps:
+            save_state(ckpt_dir, model, optimizer, state)
+            last_saved = state.step
+        t_last = time.time()
+    bar.close()
+    if last_saved != state.step:
+        save_state(ckpt_dir, model, optimizer, state)
+    print(f"rl: {state.step} steps, {state.elapsed:.0f}s; last step reward {row.get('reward')}, "
+          f"accuracy {row.get('accuracy')}")
+    return {"steps": state.step, "train_seconds": round(state.elapsed, 1), "task": task.name,
+            **{k: row[k] for k in ("reward", "accuracy", "kl", "response_len") if k in row}}

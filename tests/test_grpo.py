@@ -1,0 +1,164 @@
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from chatforge.errors import UserError
+from chatforge.rl.common import load_task, pad, read_pairs
+from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, rl
+from chatforge.runs import open_run
+from chatforge.tasks.arithmetic import Arithmetic
+from chatforge.tasks.common import reply_text
+
+
+class FlakyTask(Arithmetic):
+    """Arithmetic whose verifier raises on even answers and returns None on odd ones below 50."""
+
+    def score(self, example, reply):
+        if example["answer"] % 2 == 0:
+            raise RuntimeError("checker crashed")
+        return None if example["answer"] < 50 else super().score(example, reply)
+
+
+def flaky_task():
+    return FlakyTask()
+
+
+class ParityTask(Arithmetic):
+    """A reward every group varies on: whether the reply's length is odd."""
+
+    def score(self, example, reply):
+        return float(len(reply_text(reply)) % 2)
+
+
+def rl_run(micro_run, tmp_path, name="r", **rl):
+    """A run holding the micro run's tokenizer and a chat model (its sft/), for RL stages to train from."""
+    path = tmp_path / name
+    path.mkdir()
+    for d in ("tokenizer", "sft"):
+        shutil.copytree(micro_run / d, path / d)
+    overrides = {f"rl.{k}": str(v) for k, v in rl.items()}
+    return open_run(path, "micro", overrides=overrides)
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    std = math.sqrt(4 * 0.25 / 3)  # Bessel-corrected
+    a = 0.5 / (std + 1e-4)
+    assert torch.allclose(group_advantages(rewards, scale=True), torch.tensor([[a, -a, -a, a], [0.0] * 4]))
+    assert torch.equal(group_advantages(rewards, scale=False), torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0] * 4]))
+
+
+def test_grpo_loss_by_hand():
+    old = torch.zeros(2, 3)
+    logp = torch.tensor([[0.1, -0.5, 9.0], [0.5, -0.5, 9.0]])  # the last column is padding
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([1.0, -1.0])
+    loss, stats = grpo_loss(logp, old, adv, mask, clip=0.2)
+    # adv +1: -min(r, clip(r)) = -1.1052 and -0.6065 (r = e^-0.5 is below 0.8: the unclipped, lower one counts)
+    # adv -1: -min(-r, -clip(r)) = 1.6487 (r = e^0.5 counts in full) and 0.8 (e^-0.5 held at 0.8: clipped)
+    expected = (-math.exp(0.1) - math.exp(-0.5) + math.exp(0.5) + 0.8) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert stats["clip_frac"] == pytest.approx(0.25) and stats["kl"] == 0.0
+
+
+def test_clipping_stops_the_gradient_at_its_limit():
+    old = torch.zeros(1, 2)
+    logp = torch.tensor([[0.5, 0.1]], requires_grad=True)  # ratios e^0.5 (past 1.2) and e^0.1 (inside)
+    loss, stats = grpo_loss(logp, old, torch.tensor([1.0]), torch.ones(1, 2), clip=0.2)
+    loss.backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 1] == pytest.approx(-math.exp(0.1) / 2)
+    assert stats["clip_frac"] == 0.5
+    logp.grad = None
+    loss, stats = grpo_loss(logp, old, torch.tensor([1.0]), torch.ones(1, 2), clip=100.0)  # no clip: plain ratio
+    assert loss.item() == pytest.approx(-(math.exp(0.5) + math.exp(0.1)) / 2) and stats["clip_frac"] == 0
+
+
+def test_kl_term_at_its_limits():
+    old = torch.zeros(1, 2)
+    logp = torch.tensor([[-1.0, -2.0]])
+    mask = torch.ones(1, 2)
+    adv = torch.tensor([0.0])  # no policy gradient: the loss is the KL term alone
+    loss, stats = grpo_loss(logp, old, adv, mask, 0.2, kl_coef=1.0, ref_logp=logp.clone())
+    assert loss.item() == 0 and stats["kl"] == 0  # the reference itself: no KL
+    ref = torch.tensor([[-1.5, -1.0]])
+    d = ref - logp
+    k3 = (torch.exp(d) - d - 1).mean().item()
+    loss, stats = grpo_loss(logp, old, adv, mask, 0.2, kl_coef=0.5, ref_logp=ref)
+    assert stats["kl"] == pytest.approx(k3) and loss.item() == pytest.approx(0.5 * k3) and k3 > 0
+    loss, _ = grpo_loss(logp, old, adv, mask, 0.2, kl_coef=0.0, ref_logp=ref)
+    assert loss.item() == 0
+
+
+def test_format_reward():
+    assert format_reward([{"type": "think", "text": "7*8"}, {"type": "text", "text": "56"}]) == 1
+    assert format_reward([{"type": "think", "text": "7*8"}, {"type": "python", "text": "7*8"},
+                          {"type": "output", "text": "56"}, {"type": "text", "text": "56"}]) == 1
+    assert format_reward("56") == 0
+    assert format_reward([{"type": "think", "text": "7*8"}, {"type": "text", "text": " "}]) == 0
+    assert format_reward([{"type": "text", "text": "56"}, {"type": "think", "text": "x"}]) == 0
+
+
+def test_pad_marks_the_trained_targets():
+    x, y, m = pad([([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6], [0, 1])])
+    assert x.tolist() == [[1, 2, 3], [5, 0, 0]] and y.tolist() == [[2, 3, 4], [6, 0, 0]]
+    assert m.tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+def test_load_task_by_name_or_module_function():
+    assert load_task("arithmetic").name == "arithmetic"
+    assert isinstance(load_task("test_grpo:flaky_task"), FlakyTask)
+    assert isinstance(load_task("test_grpo:FlakyTask"), FlakyTask)
+    for bad in ("nope", "no_such_module:x", "test_grpo:missing", "json:JSONDecoder"):
+        with pytest.raises(UserError):
+            load_task(bad)
+
+
+def test_read_pairs_plain_and_conversational(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+            {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+             "rejected": [{"role": "assistant", "content": "go away"}]},
+            {"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+             "rejected": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c"}]}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = read_pairs(p)
+    assert pairs[0] == ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+                        [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}])
+    assert pairs[1][1][-1]["content"] == "go away" and pairs[2][0][-1]["content"] == "b"
+    p.write_text('{"prompt": "x", "chosen": "y"}\n')
+    with pytest.raises(UserError, match="pairs.jsonl:1"):
+        read_pairs(p)
+
+
+def test_a_failing_verifier_is_zero_reward_logged_not_fatal(micro_run, tmp_path):
+    run = rl_run(micro_run, tmp_path, task="test_grpo:flaky_task", steps=2, prompts=4)
+    metrics = rl(run)
+    rows = [json.loads(ln) for ln in (run.path / "metrics" / "rl.jsonl").read_text().splitlines()]
+    assert metrics["steps"] == 2 and len(rows) == 2
+    failures = sum(r["verifier_failures"] for r in rows)
+    assert failures > 0 and all(r["accuracy"] <= 1 - r["verifier_failures"] / 16 for r in rows)
+    assert {"reward", "accuracy", "response_len", "kl", "clip_frac", "tool_call_rate"} <= set(rows[0])
+
+
+def test_resume_is_exact(micro_run, tmp_path):
+    settings = dict(task="test_grpo:ParityTask", steps=3, ckpt_every=1, kl=0.1, epochs=2, temperature=1.5)
+    straight = rl_run(micro_run, tmp_path, "straight", **settings)
+    rl(straight)
+    stopped = rl_run(micro_run, tmp_path, "stopped", **{**settings, "steps": 1})
+    rl(stopped)
+    stopped.config.rl.steps = 3
+    rl(stopped, resume=True)
+    a = load_file(straight.path / "rl" / "model.safetensors")
+    b = load_file(stopped.path / "rl" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sft = load_file(straight.path / "sft" / "model.safetensors")
+    assert not torch.equal(a["lm_head.weight"], sft["lm_head.weight"])
+
+    def rows(run):  # the metrics, less the wall-clock ones
+        lines = (run.path / "metrics" / "rl.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(ln).items() if k != "rollout_s"} for ln in lines]
+    assert rows(straight) == rows(stopped)
