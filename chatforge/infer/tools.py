@@ -13,6 +13,7 @@ import ast
 import importlib.util
 import math
 import operator
+import re
 import reprlib
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ class ToolError(Exception):
 FUNCTIONS = {"len": len, "sum": sum, "min": min, "max": max, "abs": abs, "round": round, "sorted": sorted,
              "range": range, "int": int, "float": float, "str": str, "bool": bool, "list": list, "tuple": tuple,
              "dict": dict, "set": set, "reversed": reversed, "enumerate": enumerate, "zip": zip, "any": any,
-             "all": all, "divmod": divmod, "pow": pow}
+             "all": all, "divmod": divmod, "pow": pow, "format": format}
 CONSTANTS = {"pi": math.pi, "e": math.e, "True": True, "False": False, "None": None}
 METHODS = {
     str: {"count", "upper", "lower", "title", "capitalize", "strip", "lstrip", "rstrip", "split", "rsplit",
@@ -234,6 +235,10 @@ class Interpreter:
                 self.precheck(ast.Pow, *args[:2])
             if fn is sum and len(args) > 1:
                 raise ToolError("sum() takes one argument here")
+            # a number and a spec without 4-digit widths: format(1, "999999999") would build a gigabyte first
+            if fn is format and (not (args and isinstance(args[0], int | float))
+                                 or re.search(r"\d{4}", str(args[1:]))):
+                raise ToolError("format() takes a number and a spec without widths over 999, e.g. format(1234, ',')")
             if fn is str and args and isinstance(args[0], SIZED) and not isinstance(args[0], str):
                 raise ToolError(f"str() of a {type(args[0]).__name__} is not supported")
             return fn(*args, **kwargs)

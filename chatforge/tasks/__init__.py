@@ -8,13 +8,17 @@ import math
 from dataclasses import dataclass
 
 from chatforge.errors import UserError
-from chatforge.tasks.arithmetic import Arithmetic
+from chatforge.tasks.arithmetic import Arithmetic, StepByStep
 from chatforge.tasks.common import Task
 from chatforge.tasks.identity import Identity
+from chatforge.tasks.letters import Letters
 
 TASKS: dict[str, Task] = {
     "identity": Identity(),
     "arithmetic": Arithmetic(),
+    "arith_think": StepByStep("arith_think", think_first=True),
+    "arith_answer": StepByStep("arith_answer", think_first=False),
+    "letters": Letters(),
 }
 
 
