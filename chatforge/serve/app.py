@@ -57,8 +57,9 @@ class ServeLimits:
 class ApiError(HTTPException):
     """An error with OpenAI's body. An HTTPException, so FastAPI lets it out of request parsing unchanged."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(status, message)
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(status, message, headers)
         self.param, self.code = param, code
 
 
@@ -124,7 +125,6 @@ class Metrics:
     def finished(self, stats) -> None:
         self.prompt_tokens += stats.prompt_tokens
         self.completion_tokens += stats.new_tokens
-        self.cancelled += stats.stop_reason == "cancelled"
         if stats.new_tokens:
             self.ttft_seconds += stats.ttft
             self.ttft_count += 1
@@ -332,16 +332,19 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         except RuntimeError as e:
             raise ApiError(503, str(e)) from None
 
-    def admit(n: int) -> None:
-        if scheduler.waiting() + n > limits.max_waiting:
-            raise ApiError(429, f"{scheduler.waiting()} requests are waiting for the model; try again shortly",
+    def admit(engine: ServeEngine, n: int) -> None:
+        if (load := scheduler.load(engine)) + n > limits.max_batch + limits.max_waiting:
+            raise ApiError(429, f"{load} requests are running or waiting on this model; try again shortly",
                            headers={"Retry-After": "1"})
 
-    def params_of(body: Sampling, max_tokens: int, logprobs: bool) -> list[SamplingParams]:
+    def params_of(body: Sampling, max_tokens: int | None, room: int, logprobs: bool) -> list[SamplingParams]:
+        """n sampling settings for `body`: up to `max_tokens` new tokens (None: as many as the server allows),
+        at most `room`, what the context leaves."""
         if body.n > limits.max_n:
             raise ApiError(400, f"n is {body.n}; the limit is {limits.max_n}", "n")
-        if max_tokens > limits.max_tokens:
+        if max_tokens is not None and max_tokens > limits.max_tokens:
             raise ApiError(400, f"max_tokens is {max_tokens}; the limit is {limits.max_tokens}", "max_tokens")
+        max_tokens = min(limits.max_tokens if max_tokens is None else max_tokens, room)
         stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
         if len(stop) > 4:
             raise ApiError(400, "at most 4 stop sequences", "stop")
@@ -361,7 +364,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
 
     def start(engine: ServeEngine, prompts: list[list[int]], params: list[SamplingParams], top: int = 0,
               job_tools: Tools | None = None) -> list[Job]:
-        admit(len(prompts))
+        admit(engine, len(prompts))
         queue: asyncio.Queue = asyncio.Queue()
         jobs = [Job(engine, p, sp, top, job_tools, queue) for p, sp in zip(prompts, params, strict=True)]
         for job in jobs:
@@ -383,6 +386,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
             for job in jobs:
                 if job.req is None or not job.req.done:
                     scheduler.cancel(job)
+                    metrics.cancelled += 1
 
     # -- routes --
 
@@ -439,8 +443,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content}
                     for m in body.messages]
         prompt, dropped = fit_context(tok, messages, context, reserve)
-        params = params_of(body, min(wanted or limits.max_tokens, context - len(prompt)),
-                           body.logprobs or body.top_logprobs > 0)
+        params = params_of(body, wanted, context - len(prompt), body.logprobs or body.top_logprobs > 0)
         jobs = start(engine, [prompt] * body.n, [chat_params(tok, p) for p in params], body.top_logprobs,
                      tools_of(body.tools_enabled))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
@@ -491,7 +494,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
             raise ApiError(400, f"the prompt is {longest} tokens; the model's context is {context}", "prompt",
                            "context_length_exceeded")
         want = body.logprobs is not None
-        params = params_of(body, min(body.max_tokens, context - longest), want)
+        params = params_of(body, body.max_tokens, context - longest, want)
         params = [dataclasses.replace(p, stop_ids=(tok.bos_id,)) for p in params]
         echoed = [await asyncio.to_thread(prompt_logprobs, engine, p, body.logprobs) if body.echo and want else []
                   for p in prompts]

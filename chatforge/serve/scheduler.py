@@ -121,7 +121,7 @@ class Scheduler:
                 self.engines.move_to_end(stage)
                 return self.engines[stage]
             while len(self.engines) >= self.max_models:
-                idle = [s for s, e in self.engines.items() if not e.has_work() and not self._queued(e)]
+                idle = [s for s, e in self.engines.items() if not self.load(e)]
                 if not idle:
                     raise RuntimeError(f"{self.max_models} models are loaded and busy; try again shortly")
                 del self.engines[idle[0]]
@@ -142,15 +142,16 @@ class Scheduler:
             job.engine.cancel(job.req)
             self._forget(job.engine, job.req)
 
+    def load(self, engine: ServeEngine) -> int:
+        """Requests of `engine` in its rows or waiting for one."""
+        return len(engine.running) + len(engine.waiting) + sum(job.engine is engine for job in list(self.inbox))
+
     def waiting(self) -> int:
         """Requests not yet in a cache row."""
         return len(self.inbox) + sum(len(e.waiting) for e in list(self.engines.values()))
 
     def running(self) -> int:
         return sum(len(e.running) for e in list(self.engines.values()))
-
-    def _queued(self, engine: ServeEngine) -> bool:
-        return any(job.engine is engine for job in list(self.inbox))
 
     def _forget(self, engine: ServeEngine, req: Request) -> None:
         engine.jobs.pop(req, None)
