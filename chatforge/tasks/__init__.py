@@ -9,12 +9,18 @@ from dataclasses import dataclass
 
 from chatforge.errors import UserError
 from chatforge.tasks.arithmetic import Arithmetic, StepByStep
+from chatforge.tasks.chat import Chat
 from chatforge.tasks.common import Task
+from chatforge.tasks.context import Context
 from chatforge.tasks.identity import Identity
 from chatforge.tasks.letters import Letters
+from chatforge.tasks.safety import Safety
 
 TASKS: dict[str, Task] = {
     "identity": Identity(),
+    "chat": Chat(),
+    "safety": Safety(),
+    "context": Context(),
     "arithmetic": Arithmetic(),
     "arith_think": StepByStep("arith_think", think_first=True),
     "arith_answer": StepByStep("arith_answer", think_first=False),
