@@ -23,6 +23,7 @@ demo: install
 	@echo
 	@echo "Chat with your model:  $(BIN)/chatforge chat --run runs/$(PRESET)"
 	@echo "One question:          $(BIN)/chatforge chat --run runs/$(PRESET) -p \"Who are you?\""
+	@echo "Chat in the browser:   $(BIN)/chatforge serve --run runs/$(PRESET)   then open http://127.0.0.1:8000/"
 
 # Debian's chromium and its driver for the web UI test (tests/test_ui.py skips without them).
 test-deps:

@@ -381,3 +381,17 @@ def test_health_metrics_and_page(server):
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert json.loads(httpx.get(f"{server.url}/v1/models").text)["object"] == "list"
+
+
+def test_shutdown_lets_streams_in_flight_finish(micro_run, monkeypatch):
+    slow_step(monkeypatch)
+    s = Server(micro_run)
+    body = {"model": "base", "prompt": "The king", "stream": True, "max_tokens": 30, "temperature": 0}
+    with httpx.stream("POST", f"{s.url}/v1/completions", json=body) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+        s.server.should_exit = True  # what Ctrl-C does
+        rest = [line for line in lines if line.startswith("data:")]
+    s.thread.join(timeout=30)
+    assert rest[-1] == "data: [DONE]" and json.loads(rest[-2][6:])["choices"][0]["finish_reason"] == "length"
+    assert not s.thread.is_alive()

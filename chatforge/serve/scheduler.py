@@ -111,7 +111,7 @@ class Scheduler:
         for engine in list(self.engines.values()):
             for req, job in list(engine.jobs.items()):
                 engine.cancel(req)
-                job.loop.call_soon_threadsafe(job.queue.put_nowait, (job, Chunk("", [], False, True, [])))
+                job.loop.call_soon_threadsafe(deliver, [(job, Chunk("", [], False, True, []))])
 
     def engine(self, stage: str) -> ServeEngine:
         """The engine of checkpoint `stage`, loaded if needed (blocking: call it off the event loop). Raises
@@ -172,15 +172,16 @@ class Scheduler:
                 self.wake.wait(0.05)
                 self.wake.clear()
                 continue
+            out: dict[asyncio.AbstractEventLoop, list] = {}
             for engine in busy:
                 for event in engine.step():
-                    self._hand_out(engine, event)
+                    if (job := engine.jobs.get(event.request)) is not None:
+                        out.setdefault(job.loop, []).append((job, self._chunk(engine, job, event)))
+            for loop, items in out.items():  # one wake-up of the event loop per step, not one per event
+                loop.call_soon_threadsafe(deliver, items)
 
-    def _hand_out(self, engine: ServeEngine, event: Event) -> None:
+    def _chunk(self, engine: ServeEngine, job: Job, event: Event) -> Chunk:
         req = event.request
-        job = engine.jobs.get(req)
-        if job is None:
-            return
         logprobs = []
         if req.params.logprobs and not event.forced:
             tops = engine.tops.get(req, [])
@@ -189,10 +190,14 @@ class Scheduler:
                 logprobs.append(TokenLogprob(req.tokens[i], req.logprobs[i], top))
                 job.sampled += 1
         job.cursor += len(event.tokens)
-        chunk = Chunk(event.text, list(event.tokens), event.forced, event.done, logprobs)
         if event.done:
             self._forget(engine, req)
-        job.loop.call_soon_threadsafe(job.queue.put_nowait, (job, chunk))
+        return Chunk(event.text, list(event.tokens), event.forced, event.done, logprobs)
+
+
+def deliver(items: list[tuple[Job, Chunk]]) -> None:
+    for job, chunk in items:
+        job.queue.put_nowait((job, chunk))
 
 
 def prompt_logprobs(engine: Engine, ids: list[int], top: int) -> list[TokenLogprob]:
