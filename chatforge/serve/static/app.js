@@ -131,14 +131,13 @@ function escapeHtml(s) {
   return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+// Code spans are the odd parts of the split; emphasis and links apply to the escaped text between them.
 function inline(text) {
-  const codes = [];
-  let s = text.replace(/`([^`\n]+)`/g, (_, code) => `\u0000${codes.push(code) - 1}\u0000`);
-  s = escapeHtml(s)
+  return text.split(/`([^`\n]+)`/).map((part, i) => i % 2 ? `<code>${escapeHtml(part)}</code>` : escapeHtml(part)
     .replace(/\*\*(\S(?:.*?\S)?)\*\*/g, "<strong>$1</strong>")
     .replace(/(^|[^*\w])\*(\S(?:.*?\S)?)\*(?!\*)/g, "$1<em>$2</em>")
-    .replace(/\[([^\]]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" target="_blank" rel="noopener noreferrer">$1</a>');
-  return s.replace(/\u0000(\d+)\u0000/g, (_, i) => `<code>${escapeHtml(codes[i])}</code>`);
+    .replace(/\[([^\]]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" target="_blank" rel="noopener noreferrer">$1</a>'))
+    .join("");
 }
 
 const FENCE = /^\s*```\s*([\w+#.-]*)\s*$/;
@@ -148,7 +147,7 @@ const QUOTE = /^\s*>\s?(.*)$/;
 const ITEM = /^\s*([-*+]|\d+[.)])\s+(.*)$/;
 
 function markdown(src) {
-  const lines = src.replace(/\u0000/g, "").split("\n");
+  const lines = src.split("\n");
   const out = [];
   let i = 0;
   while (i < lines.length) {
@@ -195,40 +194,36 @@ function tokenText(t) {
   return t.bytes ? new TextDecoder().decode(new Uint8Array(t.bytes)) : t.token;
 }
 
-// Each token's [start, end) in `source` (UTF-16 indices) from its UTF-8 bytes; a character split across
-// tokens belongs to the token holding its first byte.
-function tokenBounds(source, tokens) {
-  const charAt = [];  // charAt[byte offset of a character start] = its index in source
+// Each streamed chunk brings some text and the tokens behind it: the tokens share the text's place in the reply
+// by their UTF-8 bytes (a character split across tokens belongs to the token holding its first byte). Placing
+// them chunk by chunk keeps them aligned even where a chunk's text is not exactly its tokens' bytes.
+function placeTokens(text, start, tokens) {
   const encoder = new TextEncoder();
+  const charAt = [];  // charAt[byte offset where a character starts] = its index in text
   let byte = 0;
-  for (let i = 0; i < source.length;) {
-    const cp = source.codePointAt(i);
-    const len = cp > 0xffff ? 2 : 1;
+  for (let i = 0; i < text.length;) {
+    const len = text.codePointAt(i) > 0xffff ? 2 : 1;
     charAt[byte] = i;
-    byte += encoder.encode(source.slice(i, i + len)).length;
+    byte += encoder.encode(text.slice(i, i + len)).length;
     i += len;
   }
-  charAt[byte] = source.length;
   const up = (b) => {
-    for (; b < charAt.length; b++) if (charAt[b] !== undefined) return charAt[b];
-    return source.length;
+    for (; b < byte; b++) if (charAt[b] !== undefined) return charAt[b];
+    return text.length;
   };
-  const bounds = [];
   let b = 0;
-  for (const t of tokens) {
-    const len = t.bytes ? t.bytes.length : encoder.encode(t.token).length;
-    bounds.push([up(b), up(b + len)]);
-    b += len;
-  }
-  return bounds;
+  return tokens.map((t) => {
+    const from = b;
+    b += t.bytes ? t.bytes.length : encoder.encode(t.token).length;
+    return { ...t, at: [start + up(from), start + up(b)] };
+  });
 }
 
 // Wrap each token's text in a span inside already-rendered Markdown. The rendered text nodes appear in the
-// source in order (markup characters dropped), so each is found from a cursor and split at token bounds.
+// source in order (markup characters dropped), so each is found from a cursor and split where tokens end.
 function wrapTokens(root, source, tokens) {
   root.tokens = tokens;
   if (!tokens.length) return;
-  const bounds = tokenBounds(source, tokens);
   const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
   const nodes = [];
   while (walker.nextNode()) nodes.push(walker.currentNode);
@@ -241,19 +236,17 @@ function wrapTokens(root, source, tokens) {
     cursor = at + text.length;
     const frag = document.createDocumentFragment();
     for (let pos = at; pos < cursor;) {
-      while (t < bounds.length && bounds[t][1] <= pos) t++;
-      const [start, end] = t < bounds.length ? bounds[t] : [cursor, cursor];
+      while (t < tokens.length && tokens[t].at[1] <= pos) t++;
+      const [start, end] = t < tokens.length ? tokens[t].at : [cursor, cursor];
+      const stop = Math.min(start > pos ? start : end, cursor);
       if (start > pos) {
-        const stop = Math.min(start, cursor);
         frag.append(text.slice(pos - at, stop - at));
-        pos = stop;
       } else {
-        const stop = Math.min(end, cursor);
         const span = el("span", "tok", text.slice(pos - at, stop - at));
         span.dataset.i = t;
         frag.append(span);
-        pos = stop;
       }
+      pos = stop;
     }
     node.replaceWith(frag);
   }
@@ -274,16 +267,15 @@ function showAlternatives(span) {
   const tip = $("tip");
   tip.replaceChildren();
   const chosen = tokenText(token);
-  const rows = token.top_logprobs?.length ? token.top_logprobs : [token];
-  for (const alt of rows) {
+  const head = el("div", "head");
+  head.append(el("code", "", visible(chosen)), ` sampled at ${percent(token.logprob)}`);
+  tip.append(head);
+  for (const alt of token.top_logprobs || []) {
     const row = el("div", tokenText(alt) === chosen ? "alt chosen" : "alt");
     const bar = el("span", "bar");
     bar.style.width = `${Math.max(2, 100 * Math.exp(alt.logprob))}%`;
     row.append(el("code", "", visible(tokenText(alt))), el("span", "p", percent(alt.logprob)), bar);
     tip.append(row);
-  }
-  if (!rows.some((alt) => tokenText(alt) === chosen)) {
-    tip.append(el("div", "alt chosen", `sampled ${visible(chosen)} · ${percent(token.logprob)}`));
   }
   tip.hidden = false;
   const box = span.getBoundingClientRect();
@@ -477,10 +469,10 @@ async function generate() {
       if (!choice) continue;
       const delta = choice.delta || {};
       const logprobs = choice.logprobs?.content || [];
+      m.tokens.push(...placeTokens(delta.content || "", m.content.length, logprobs));
       m.content += delta.content || "";
       m.reasoning += delta.reasoning_content || "";
       if (delta.tool) m.tools.push(delta.tool);
-      m.tokens.push(...logprobs);
       if (delta.content || delta.reasoning_content || delta.tool) timer.add(logprobs.length || 1);
       if (choice.finish_reason) m.finish = choice.finish_reason;
       m.stats = timer.stats();
@@ -577,10 +569,12 @@ async function complete() {
       if (!choice) continue;
       const lp = choice.logprobs;
       const added = lp?.tokens?.length || (choice.text ? 1 : 0);
-      for (let k = 0; k < (lp?.tokens?.length || 0); k++) {
-        const top = Object.entries(lp.top_logprobs?.[k] || {}).map(([token, logprob]) => ({ token, logprob }));
-        tokens.push({ token: lp.tokens[k], logprob: lp.token_logprobs[k], top_logprobs: top });
-      }
+      const chunkTokens = (lp?.tokens || []).map((token, k) => ({
+        token,
+        logprob: lp.token_logprobs[k],
+        top_logprobs: Object.entries(lp.top_logprobs?.[k] || {}).map(([alt, logprob]) => ({ token: alt, logprob })),
+      }));
+      tokens.push(...placeTokens(choice.text || "", text.length, chunkTokens));
       text += choice.text || "";
       if (added) timer.add(added);
       root.textContent = text;
@@ -634,19 +628,19 @@ function linkTokens(e) {
 
 // ---------------------------------------------------------------- models, tabs, wiring
 
-async function loadModels() {
+async function loadModels(wanted) {
   const picker = $("model");
   try {
     const res = await fetch("/v1/models", { headers: headers(false) });
     if (!res.ok) throw new Error(await errorMessage(res));
     const { data } = await res.json();
     picker.replaceChildren(...data.map((m) => {
-      const option = el("option", "", `${m.id} · ${m.kind}`);
+      const option = el("option", "", m.id === m.kind ? m.id : `${m.id} · ${m.kind}`);
       option.value = m.id;
       option.dataset.kind = m.kind;
       return option;
     }));
-    if (data.some((m) => m.id === settings.model)) picker.value = settings.model;
+    if (data.some((m) => m.id === wanted)) picker.value = wanted;
   } catch (err) {
     picker.replaceChildren(el("option", "", "no models"));
     renderAttachment(`Models: ${err.message}`);
@@ -657,6 +651,9 @@ async function loadModels() {
 
 function modelHint() {
   const kind = $("model").selectedOptions[0]?.dataset.kind;
+  $("welcome-hint").textContent = kind === "base"
+    ? "This is a base model: it continues text rather than answering. The Complete tab shows it best."
+    : "Hover a generated token to see what else the model could have said.";
   $("complete-hint").textContent = kind === "chat"
     ? "This is a chat model; a base model shows pure continuation best. Write the beginning of a document."
     : "A base model continues text. Write the beginning of a document.";
@@ -669,6 +666,7 @@ function show(view) {
 }
 
 function init() {
+  const model = settings.model;  // the picker fills in once /v1/models answers
   for (const id of FIELDS) {
     if (settings[id] === undefined || id === "model") continue;
     const input = $(id);
@@ -682,6 +680,7 @@ function init() {
 
   for (const tab of document.querySelectorAll(".tab")) tab.onclick = () => show(tab.dataset.view);
   $("menu").onclick = () => $("sidebar").classList.toggle("open");
+  document.querySelector("main").addEventListener("click", () => $("sidebar").classList.remove("open"));
   $("settings-toggle").onclick = () => { $("settings").hidden = !$("settings").hidden; };
   $("new-chat").onclick = newChat;
   $("composer").addEventListener("submit", send);
@@ -702,7 +701,7 @@ function init() {
   current = chats[0] || null;
   if (current) select(current);
   else newChat();
-  loadModels();
+  loadModels(model);
 }
 
 init();
