@@ -73,7 +73,7 @@ def test_models_most_trained_first(client):
     models = client.models.list().data
     assert [m.id for m in models] == ["sft", "base"]
     assert [m.model_extra["kind"] for m in models] == ["chat", "base"]
-    assert all(m.model_extra["context_length"] == 64 for m in models)
+    assert all(m.model_extra["context_length"] == 64 and m.model_extra["tools"] == ["python"] for m in models)
 
 
 def test_chat_greedy_as_the_model_alone(client, micro_run):

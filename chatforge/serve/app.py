@@ -416,7 +416,8 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
     async def models() -> dict:
         return {"object": "list", "data": [
             {"id": s, "object": "model", "created": int((run_path / s / "model.safetensors").stat().st_mtime),
-             "owned_by": "chatforge", "kind": "base" if s == "base" else "chat", "context_length": contexts[s]}
+             "owned_by": "chatforge", "kind": "base" if s == "base" else "chat", "context_length": contexts[s],
+             "tools": [name for name, on in (("python", tools.python), ("search", tools.search)) if on]}
             for s in stages]}
 
     @app.post("/v1/tokenize", dependencies=v1)
