@@ -61,12 +61,13 @@ class Recorder:
 def server(micro_run):
     import uvicorn
 
-    from chatforge.serve.app import create_app
+    from chatforge.serve.app import ServeLimits, create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    recorder = Recorder(create_app(micro_run))
+    limits = ServeLimits(max_upload=100_000)  # a small upload limit, to try it
+    recorder = Recorder(create_app(micro_run, limits=limits))
     srv = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -74,7 +75,7 @@ def server(micro_run):
     while not srv.started:
         assert thread.is_alive() and time.time() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", recorder
+    yield f"http://127.0.0.1:{port}", recorder, limits
     srv.should_exit = True
     thread.join(30)
 
@@ -109,11 +110,11 @@ def page(server, browser, shots, request, micro_run):
     """The chat page, fresh: no history, default settings, full network speed, desktop size, talking to the base
     model (the micro run's chat models can go straight into a tool call and show no text; the page's handling
     is the same). Saves a screenshot named after the test at the end."""
-    url, _ = server
+    url = server[0]
     browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Network.enable", {})
     throttle(browser, 0)
-    browser.get(url)
+    browser.get(f"{url}/health")  # the same origin without the page, so nothing writes its storage back
     browser.execute_script("localStorage.clear()")
     browser.get(url)
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#model option[value]"))
@@ -239,6 +240,20 @@ def test_unsupported_file_is_refused_with_the_servers_reason(page, tmp_path):
     data.write_bytes(b"\x89PNG\r\n")
     page.find_element(By.ID, "file").send_keys(str(data))
     wait(page, lambda d: "cannot read text" in d.find_element(By.ID, "attachment").text)
+
+
+def test_file_over_the_limit_shows_the_limit(page, server, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * (server[2].max_upload + 1))
+    page.find_element(By.ID, "file").send_keys(str(big))
+    wait(page, lambda d: f"the limit is {server[2].max_upload}" in d.find_element(By.ID, "attachment").text)
+
+
+def test_thinking_and_tool_calls_fold_away(page):
+    html = page.execute_script("""return renderMessage({role: "assistant", content: "4", reasoning: "add them",
+        tools: [{name: "python", input: "2+2", output: "4"}], done: true}, 0).outerHTML""")
+    assert '<details class="think"><summary>Thought</summary><div>add them</div></details>' in html
+    assert '<details class="tool"><summary>python: 2+2</summary>' in html and ">4</pre>" in html
 
 
 def test_search_toggle_asks_for_the_search_tool(page, server):
