@@ -37,6 +37,7 @@ from chatforge.tokenizer.bpe import SPECIAL_TOKENS, Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 
 STATIC = Path(__file__).parent / "static"
+API_PATHS = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/tokenize", "/v1/extract"}  # metrics labels
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
                429: "rate_limit_error", 503: "server_error"}
@@ -145,7 +146,7 @@ class Guard:
 
         async def counted(message):
             if message["type"] == "http.response.start":
-                self.metrics.requests[(path if path.startswith("/v1/") else "other", message["status"])] += 1
+                self.metrics.requests[(path if path in API_PATHS else "other", message["status"])] += 1
             await send(message)
 
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -292,7 +293,6 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         scheduler.stop()
 
     app = FastAPI(title="chatforge", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.scheduler, app.state.metrics = scheduler, metrics
     app.add_middleware(Guard, limits=limits, metrics=metrics)
 
     @app.exception_handler(HTTPException)
@@ -373,7 +373,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
 
     async def chunks(jobs: list[Job]) -> AsyncIterator[tuple[int, Chunk]]:
         """(choice index, chunk) for every job until all are done; leaving early cancels the rest."""
-        index = {id(job): i for i, job in enumerate(jobs)}
+        index = {job: i for i, job in enumerate(jobs)}
         live = len(jobs)
         try:
             while live:
@@ -381,7 +381,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
                 live -= chunk.done
                 if chunk.done:
                     metrics.finished(job.req.stats)
-                yield index[id(job)], chunk
+                yield index[job], chunk
         finally:
             for job in jobs:
                 if job.req is None or not job.req.done:

@@ -53,8 +53,9 @@ class Job:
 
 
 class ServeEngine(Engine):
-    """The engine, plus two things a server asks per request: the top alternatives of each sampled token
-    (OpenAI's top_logprobs) and which tools the request may run."""
+    """The engine, plus two things a server asks per request that SamplingParams does not hold: the top
+    alternatives of each sampled token (OpenAI's top_logprobs) and which tools the request may run. Both hook
+    the engine's per-step internals (_sample, _tool_output), keyed by the request's Job."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
