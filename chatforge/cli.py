@@ -186,6 +186,9 @@ def cmd_serve(args, overrides) -> None:
 
 
 def cmd_eval(args, overrides) -> None:
+    for flag, key in ((args.tasks, "eval.lm_eval_tasks"), (args.limit, "eval.lm_eval_limit")):
+        if flag is not None:
+            overrides[key] = str(flag)
     # naming the kinds or the checkpoint asks for an evaluation now, done or not
     figures = cmd_stage(args, overrides, force=bool(args.kinds) or args.stage is not None,
                         kinds=args.kinds or None, checkpoint=args.stage)
@@ -194,6 +197,42 @@ def cmd_eval(args, overrides) -> None:
             stage = [s for s in CHECKPOINTS if s in figures["chat"]][-1]
             figures = {"stage": stage, **figures["chat"][stage]}
         print(json.dumps(figures))
+
+
+def cmd_export(args, overrides) -> None:
+    cmd_stage(args, overrides, formats=args.formats or None, checkpoint=args.stage, gguf_type=args.type)
+
+
+def cmd_import(args, overrides) -> None:
+    from chatforge.model.hf import import_hf
+
+    seq_len = overrides.pop("model.seq_len", None)
+    if overrides:
+        raise UserError(f"import takes only --model.seq_len, not {', '.join(overrides)}")
+    import_hf(open_from_args(args, {}), Path(args.path), int(seq_len) if seq_len else None)
+
+
+# Post-training runs made on demand, outside the pipeline's stages (speedrun does not run them): name -> (function
+# "module:function" called as fn(run), help). Each writes its own directory in the run.
+ON_DEMAND = {
+    "reward": ("chatforge.rl.reward:train_reward",
+               "train a reward model (Bradley-Terry) on preference pairs from rl.task and files (reward/)"),
+    "dpo": ("chatforge.rl.dpo:dpo", "DPO of the chat model on preference pairs (dpo/)"),
+    "distill": ("chatforge.rl.distill:distill",
+                "SFT this run's model again on a teacher run's verified answers (distill.teacher; sft/)"),
+}
+
+
+def cmd_on_demand(args, overrides) -> None:
+    import importlib
+
+    run = open_from_args(args, overrides, save=not args.show_config)
+    if args.show_config:
+        print(json.dumps(to_dict(run.config), indent=2))
+        return
+    run.require("sft")
+    module, _, name = ON_DEMAND[args.command][0].partition(":")
+    print(json.dumps(getattr(importlib.import_module(module), name)(run)))
 
 
 def cmd_not_built(args, overrides) -> None:
@@ -270,7 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 "evaluates again even if the stage finished")
             add_checkpoint_arg(p)
             p.add_argument("--json", action="store_true", help="print the figures as one JSON line, last")
+            p.add_argument("--tasks", help="lm-eval: comma-separated harness task names or task YAML files")
+            p.add_argument("--limit", type=int, help="lm-eval: examples per task (default: all)")
             p.set_defaults(fn=cmd_eval)
+        if stage.name == "export":
+            p.add_argument("formats", nargs="*", metavar="FORMAT",
+                           help="hf (a transformers directory, export/hf-STAGE/) and/or gguf (export/STAGE-TYPE.gguf "
+                                "and an Ollama Modelfile); default: both")
+            add_checkpoint_arg(p)
+            p.add_argument("--type", default="f32", help="GGUF tensor type: f32, f16 or q8_0 (default: f32)")
+            p.set_defaults(fn=cmd_export)
+    for name, (_, text) in ON_DEMAND.items():
+        p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=settings_help(name))
+        p.set_defaults(fn=cmd_on_demand)
     built = ", ".join(s.name for s in STAGES.values() if not s.not_built)
     text = f"run every built stage in order ({built}); the report ends with a summary"
     p = sub.add_parser("speedrun", help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
@@ -298,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=1, help="samples, generated as one batch")
     add_sampling_args(p)
     p.set_defaults(fn=cmd_generate)
+
+    text = "turn a transformers model directory (Llama or Qwen3) into a run that sft and rl continue"
+    p = sub.add_parser("import", help=text, description=text + " (its tokenizer/ and base/ checkpoint).",
+                       parents=[run_opts], epilog="--model.seq_len=N: the context to train at (default: the "
+                                                  "model's max_position_embeddings)")
+    p.add_argument("format", choices=["hf"], help="hf: a transformers directory (config.json, safetensors, "
+                                                  "tokenizer.json)")
+    p.add_argument("path", help="the model directory")
+    p.set_defaults(fn=cmd_import)
 
     text = "serve the run's models over the OpenAI API, with the chat page at /"
     p = sub.add_parser("serve", help=text, description=text + " (the most trained model first; `model` picks one).")

@@ -128,6 +128,18 @@ class SFTConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """The `probe` stage (chatforge/posttrain/probe.py): Llama 3's factuality recipe on the fact corpus."""
+    questions: int = 400  # probe questions about the people of the facts task's training split, every exposure
+    samples: int = 5  # sampled answers per question: known if most are right, unknown if none is
+    temperature: float = 0.8
+    weight: float = 3.0  # times each probe conversation joins the sft mixture for the fine-tuning
+    steps: int = 60  # fine-tuning steps from the sft checkpoint
+    lr: float = 3e-4
+    eval_examples: int = 200  # held-out facts examples scored before and after (half about invented entities)
+
+
+@dataclass
 class RLConfig:
     """GRPO (chatforge/rl/grpo.py): G sampled answers per prompt, rewarded by the task's verifier, or by the
     reward model (RLHF), plus a format reward."""
@@ -145,6 +157,7 @@ class RLConfig:
     accuracy_weight: float = 1.0
     format_weight: float = 0.1  # reward for <think>...</think> followed by an answer
     tools: bool = False  # the rollouts may call the python tool (its output is not trained on)
+    ignore_eos: bool = False  # sample every answer to max_tokens: fixed lengths for bench/rl.py
     lr: float = 1e-4
     train_examples: int = 4000  # the pool of train-split prompts
     eval_examples: int = 500  # held-out examples `chatforge eval rl` scores (a standard error near 2 points)
@@ -213,6 +226,8 @@ class EvalConfig:
     """`chatforge eval` (chatforge/eval/run.py)."""
     bpb_tokens: int = 0  # validation tokens scored for bits per byte; 0: pretrain.eval_tokens, as pretraining scores
     sample_tokens: int = 48  # the length of each base-model sample and chat answer the report shows
+    lm_eval_tasks: str = ""  # `eval lm-eval`: comma-separated harness task names or task YAML files (--tasks)
+    lm_eval_limit: int = 0  # examples per lm-eval task; 0: all (--limit)
     chat_examples: int = 0  # held-out examples per task for `eval chat`; 0: eval/chat.py's EXAMPLES (100)
 
 
@@ -227,6 +242,7 @@ class Config:
     model: GPTConfig = field(default_factory=GPTConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rl: RLConfig = field(default_factory=RLConfig)
@@ -262,6 +278,7 @@ PRESETS: dict[str, dict] = {
                   pretrain=dict(steps=40, batch_size=8, eval_every=20, eval_tokens=4096, ckpt_every=20,
                                 warmup_steps=5, lr=1e-2),
                   sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=128, lr=3e-3),
+                  probe=dict(questions=24, samples=2, steps=3, eval_examples=8),
                   rl=dict(steps=2, prompts=2, group=4, max_tokens=16, train_examples=64, eval_examples=32),
                   reward=dict(pairs=48, steps=10, batch_size=8), dpo=dict(pairs=32, steps=4, batch_size=4),
                   distill=dict(examples=16)),

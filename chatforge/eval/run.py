@@ -2,30 +2,36 @@
 reads (it loads no model), and returns its headline figures, which the manifest keeps and `--json` prints.
 
   bpb   val bits per byte of each checkpoint against the unigram baseline, and base-model samples
-  chat  each chat model (sft, rl) on the held-out split of its SFT task mixture (eval/chat.py), and its answers
-        to a few fixed questions
+  chat  each chat model (sft, rl) on the held-out split of its SFT task mixture (eval/chat.py): every task's
+        metrics, identity_false_rate, unfinished_rate; and its answers to a few fixed questions
+  rl    the RL task's held-out accuracy of the rl (and dpo) checkpoint against sft's, with the reward model's and
+        bench/rl.py's figures, asked for by name
+  lm-eval  lm-evaluation-harness tasks (eval.lm_eval_tasks) on each checkpoint (eval/lm_eval.py), only when named
 
 To add a kind: a function (run, stages) -> (file, figures) here, and its line in KINDS.
 """
 
+import json
+
 import torch
 
 from chatforge.errors import UserError
-from chatforge.eval.chat import evaluate_chat
+from chatforge.eval.chat import evaluate_chat, score_examples
 from chatforge.infer.chat import complete
 from chatforge.infer.engine import Engine, SamplingParams
+from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import pick_device
 from chatforge.pretrain.bpb import evaluate_bpb, unigram_bpb
 from chatforge.pretrain.train import SAMPLE_PROMPTS
+from chatforge.rl.common import load_task
 from chatforge.runs import Run, checkpoint_stage, checkpoints, write_json
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards
 
 CHAT_PROMPTS = ("Who are you?", "What is 12 + 7?", "Hello")
 CHAT_STAGES = ("sft", "rl")  # the checkpoints trained to answer in the chat format
-NOT_BUILT = {"rl": "RL evaluation (rewards and pass rates of the RL model) is not built yet",
-             "lm-eval": "the lm-eval harness adapter is not built yet"}
+NOT_BUILT: dict[str, str] = {}
 
 
 def eval_bpb(run: Run, stages: list[str]) -> tuple[dict, dict]:
@@ -51,7 +57,8 @@ def eval_bpb(run: Run, stages: list[str]) -> tuple[dict, dict]:
 
 
 def eval_chat(run: Run, stages: list[str]) -> tuple[dict, dict]:
-    """Task scores (chatforge.eval.chat) and greedy answers to CHAT_PROMPTS of each chat model in `stages`."""
+    """Task figures (chatforge.eval.chat) and greedy answers to CHAT_PROMPTS of each chat model in `stages`; the
+    figures per stage are the metrics at top level (fractions in 0..1) and each task's under "tasks"."""
     chat_stages = [s for s in stages if s in CHAT_STAGES]
     if not chat_stages:
         raise UserError(f"chat evaluation needs a chat model ({' or '.join(CHAT_STAGES)} checkpoint); the "
@@ -59,12 +66,53 @@ def eval_chat(run: Run, stages: list[str]) -> tuple[dict, dict]:
     out = {}
     for stage in chat_stages:
         out[stage] = result = evaluate_chat(run, stage, CHAT_PROMPTS)
-        print(f"chat {stage}: " + ", ".join(f"{name} {t['score']:.3f} (n={t['n']})"
-                                            for name, t in result["tasks"].items()))
-    return out, {stage: {name: t["score"] for name, t in r["tasks"].items()} for stage, r in out.items()}
+        print(f"chat {stage}: held-out tasks")
+        for key, value in result["figures"].items():
+            print(f"  {key:<24} {value:.3f}")
+        for name, t in result["tasks"].items():
+            print(f"  task {name:<19} {t['score']:.3f} (n={t['n']}, unfinished {t['unfinished_rate']:.3f})")
+    return out, {stage: {**r["figures"], "tasks": r["tasks"]} for stage, r in out.items()}
 
 
-KINDS = {"bpb": eval_bpb, "chat": eval_chat}
+def eval_lm_eval(run: Run, stages: list[str]) -> tuple[dict, dict]:
+    """lm-evaluation-harness tasks (eval/lm_eval.py) on each checkpoint in `stages`; lm-eval is optional."""
+    try:
+        from chatforge.eval.lm_eval import evaluate_harness
+    except ImportError as e:
+        raise UserError(f"lm-eval is not installed ({e}); pip install 'lm-eval==0.4.13'") from None
+    return evaluate_harness(run, stages)
+
+
+def eval_rl(run: Run, stages: list[str]) -> tuple[dict, dict]:
+    """Greedy accuracy on rl.eval_examples held-out examples of rl.task for sft and each RL-trained checkpoint
+    (rl, dpo), the gains in points, and what the run's other RL work wrote: the reward model's held-out pairwise
+    accuracy (reward/pair_acc.json) and bench/rl.py's figures over seeds and for RLHF (eval/rl_bench.json), whose
+    mean gain over its seeds is rl_gain_pts when present."""
+    rc = run.config.rl
+    present = [s for s in ("sft", "rl", "dpo") if (run.path / s / "model.safetensors").exists()]
+    if "sft" not in present or len(present) < 2:
+        raise UserError(f"rl evaluation needs the sft checkpoint and an rl or dpo one; {run.path} has: "
+                        f"{', '.join(present) or 'none'}")
+    task, tok = load_task(rc.task), load_tokenizer(run.path / "tokenizer")
+    examples = [(task, ex) for ex in task.examples("test", rc.eval_examples, rc.seed, run.config)]
+    acc = {}
+    for stage in present:
+        model = load_model(run.path / stage, pick_device())
+        acc[stage] = score_examples(model, tok, examples, Tools(python=rc.tools), run.config.sft.identity)[
+            "tasks"][task.name]["score"]
+    figures = {"rl_task": task.name, "n": len(examples), **{f"{s}_acc": a for s, a in acc.items()},
+               "rl_gain_pts": None, "rl_gain_sd": None, "dpo_gain_pts": None}
+    for stage in ("rl", "dpo"):
+        if stage in acc:
+            figures[f"{stage}_gain_pts"] = round(100 * (acc[stage] - acc["sft"]), 2)
+    for extra in (run.path / "reward" / "pair_acc.json", run.path / "eval" / "rl_bench.json"):
+        if extra.exists():
+            figures |= json.loads(extra.read_text())
+    print("rl: " + ", ".join(f"{k} {v}" for k, v in figures.items() if not isinstance(v, dict)))
+    return figures, figures
+
+
+KINDS = {"bpb": eval_bpb, "chat": eval_chat, "lm-eval": eval_lm_eval, "rl": eval_rl}
 
 
 def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, checkpoint: str | None = None) -> dict:

@@ -119,13 +119,13 @@ def rollout(engine: Engine, task: Task, examples: list[dict], group: int, params
     return out
 
 
-def prompt_pool(task: Task, tok, rc, config) -> list[dict]:
-    """The train-split examples whose prompt leaves room in the context for a whole answer."""
-    room = config.model.seq_len - rc.max_tokens - 1
+def prompt_pool(task: Task, tok, rc, config, seq_len: int) -> list[dict]:
+    """The train-split examples whose prompt leaves room in a context of seq_len tokens for a whole answer."""
+    room = seq_len - rc.max_tokens - 1
     examples = task.examples("train", rc.train_examples, rc.seed, config)
     pool = [ex for ex in examples if len(render_prompt(tok, ex["messages"][:-1])) <= room]
     if not pool:
-        raise UserError(f"no {task.name} prompt fits the context of {config.model.seq_len} tokens with "
+        raise UserError(f"no {task.name} prompt fits the context of {seq_len} tokens with "
                         f"rl.max_tokens={rc.max_tokens}")
     return pool
 
@@ -142,7 +142,6 @@ def rl(run, resume: bool = False) -> dict:
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
     task = load_task(rc.task)
-    pool = prompt_pool(task, tok, rc, run.config)
     scorer = None
     if rc.reward == "model":
         from chatforge.rl.reward import load_reward_model
@@ -156,6 +155,7 @@ def rl(run, resume: bool = False) -> dict:
     else:
         model, state = load_model(ckpt_dir, device), ckpt.state
         print(f"rl: resuming from step {state.step}")
+    pool = prompt_pool(task, tok, rc, run.config, model.cfg.seq_len)
     ref = load_model(run.path / "sft", device).requires_grad_(False) if rc.kl > 0 else None
     optimizer = make_optimizer(model, rc.lr, 0.0)
     if ckpt is not None:
@@ -163,7 +163,8 @@ def rl(run, resume: bool = False) -> dict:
     log = MetricsLog(run.path / "metrics" / "rl.jsonl", state.step)
     engine = Engine(model, tok, max_batch=min(rc.prompts * rc.group, MAX_BATCH),
                     tools=Tools(python=True) if rc.tools else None)
-    params = chat_params(tok, SamplingParams(max_tokens=rc.max_tokens, temperature=rc.temperature))
+    params = SamplingParams(max_tokens=rc.max_tokens, temperature=rc.temperature)
+    params = params if rc.ignore_eos else chat_params(tok, params)
 
     print(f"rl: GRPO on {task.name}, {rc.steps} steps of {rc.prompts} prompts x {rc.group} answers, "
           f"reward from the {'reward model' if scorer else 'verifier'}")
@@ -214,7 +215,7 @@ def rl(run, resume: bool = False) -> dict:
                    clip_frac=round(sum(clips) / len(clips), 4),
                    tool_call_rate=round(sum(r.tool_calls > 0 for r in rolls) / n, 4),
                    verifier_failures=sum(r.failed for r in rolls), loss=round(loss.item(), 5),
-                   grad_norm=round(grad_norm, 4), rollout_s=round(rollout_s, 2))
+                   grad_norm=round(grad_norm, 4), rollout_s=round(rollout_s, 2), step_s=round(time.time() - t0, 2))
         if rm_scores is not None:
             row["rm_score"] = round(sum(rm_scores) / n, 4)
         log.write(state.step, **row)
