@@ -224,6 +224,10 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
         chat(messages=[{"role": "user", "content": "Hi"}], temperature=-1)
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         chat(messages=[{"role": "user", "content": "Hi"}], max_tokens=10**6)
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        chat(messages=[{"role": "user", "content": "Hi"}], stop=[""])
+    for seed in (-1, 2**64 - 1, 2**70):  # any int is a seed
+        assert len(chat(messages=[{"role": "user", "content": "Hi"}], seed=seed, n=2).choices) == 2
     still_serving(client)
     for body, status in [(b"{not json", 400), (b"x" * 10_000_000, 413), (b'{"model": "sft"}', 422)]:
         r = httpx.post(f"{server.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
@@ -395,3 +399,14 @@ def test_shutdown_lets_streams_in_flight_finish(micro_run, monkeypatch):
     s.thread.join(timeout=30)
     assert rest[-1] == "data: [DONE]" and json.loads(rest[-2][6:])["choices"][0]["finish_reason"] == "length"
     assert not s.thread.is_alive()
+
+
+def test_an_engine_failure_is_a_500_and_the_next_request_gets_a_fresh_engine(server, client, monkeypatch):
+    def broken(self):
+        monkeypatch.undo()  # once
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ServeEngine, "step", broken)
+    with pytest.raises(openai.InternalServerError, match="boom"):
+        ask(client, "Hi")
+    still_serving(client)

@@ -40,7 +40,7 @@ STATIC = Path(__file__).parent / "static"
 API_PATHS = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/tokenize", "/v1/extract"}  # metrics labels
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
-               429: "rate_limit_error", 503: "server_error"}
+               429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
 @dataclass
@@ -351,8 +351,9 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         base = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                               top_k=body.top_k, min_p=body.min_p, repetition_penalty=body.repetition_penalty,
                               stop=tuple(stop), logprobs=logprobs)
-        # n different samples, each reproducible from the seed
-        return [dataclasses.replace(base, seed=None if body.seed is None else body.seed + i) for i in range(body.n)]
+        # n different samples, each reproducible from the seed (any int: torch takes seeds modulo 2**64)
+        return [dataclasses.replace(base, seed=None if body.seed is None else (body.seed + i) % 2**64)
+                for i in range(body.n)]
 
     def tools_of(names: list[str] | None) -> Tools:
         names = ["python"] if names is None else names
@@ -378,6 +379,8 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         try:
             while live:
                 job, chunk = await jobs[0].queue.get()
+                if chunk.error:
+                    raise ApiError(500, f"the model failed: {chunk.error}")
                 live -= chunk.done
                 if chunk.done:
                     metrics.finished(job.req.stats)

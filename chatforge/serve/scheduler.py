@@ -8,6 +8,7 @@ checkpoints stay loaded; an idle one makes room for the next.
 
 import asyncio
 import threading
+import traceback
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Chunk:
     forced: bool
     done: bool
     logprobs: list[TokenLogprob]  # one per sampled token of the event when the job asked for logprobs
+    error: str = ""  # the engine failed (a bug): the job ends with this
 
 
 @dataclass(eq=False)
@@ -164,7 +166,12 @@ class Scheduler:
                 job = self.inbox.popleft()
                 if job.cancelled:
                     continue
-                job.req = job.engine.submit(job.prompt, job.params)
+                try:
+                    job.req = job.engine.submit(job.prompt, job.params)
+                except Exception as e:  # the handler checked the request: this is a bug, but only this job's
+                    traceback.print_exc()
+                    job.loop.call_soon_threadsafe(deliver, [(job, Chunk("", [], False, True, [], repr(e)))])
+                    continue
                 job.engine.jobs[job.req] = job
                 if job.cancelled:  # cancelled between the check and the submit
                     self.cancel(job)
@@ -175,11 +182,24 @@ class Scheduler:
                 continue
             out: dict[asyncio.AbstractEventLoop, list] = {}
             for engine in busy:
-                for event in engine.step():
+                try:
+                    events = engine.step()
+                except Exception as e:  # a bug: fail this engine's requests and load it afresh next time
+                    traceback.print_exc()
+                    self._fail(engine, repr(e))
+                    continue
+                for event in events:
                     if (job := engine.jobs.get(event.request)) is not None:
                         out.setdefault(job.loop, []).append((job, self._chunk(engine, job, event)))
             for loop, items in out.items():  # one wake-up of the event loop per step, not one per event
                 loop.call_soon_threadsafe(deliver, items)
+
+    def _fail(self, engine: ServeEngine, error: str) -> None:
+        with self.load_lock:
+            self.engines = OrderedDict((s, e) for s, e in self.engines.items() if e is not engine)
+        for job in [*engine.jobs.values(), *(j for j in list(self.inbox) if j.engine is engine)]:
+            job.loop.call_soon_threadsafe(deliver, [(job, Chunk("", [], False, True, [], error))])
+        engine.jobs.clear()
 
     def _chunk(self, engine: ServeEngine, job: Job, event: Event) -> Chunk:
         req = event.request
