@@ -114,7 +114,8 @@ function clock() {
     stats() {
       if (this.first === null) return null;
       const seconds = (this.last - this.first) / 1000;
-      return { tokens: this.n, ttft_ms: this.first - t0, tok_s: this.n > 1 && seconds > 0 ? (this.n - 1) / seconds : null };
+      const tokS = this.n > 1 && seconds > 0 ? (this.n - 1) / seconds : null;
+      return { tokens: this.n, ttft_ms: this.first - t0, tok_s: tokS };
     },
   };
 }
@@ -179,9 +180,8 @@ function markdown(src) {
       i++;
     } else {
       const para = [line];
-      for (i++; i < lines.length && lines[i].trim() && ![FENCE, HEADING, RULE, QUOTE, ITEM].some((r) => r.test(lines[i])); i++) {
-        para.push(lines[i]);
-      }
+      const starts = (l) => [FENCE, HEADING, RULE, QUOTE, ITEM].some((r) => r.test(l));
+      for (i++; i < lines.length && lines[i].trim() && !starts(lines[i]); i++) para.push(lines[i]);
       out.push(`<p>${para.map(inline).join("<br>")}</p>`);
     }
   }
@@ -363,8 +363,8 @@ function renderMessage(m, index) {
   }
   if (m.context?.dropped_messages) {
     const c = m.context;
-    bubble.append(el("div", "notice", `${c.dropped_messages} earlier message${c.dropped_messages > 1 ? "s were" : " was"} ` +
-      `left out to fit the model's ${c.context_length}-token context.`));
+    const n = c.dropped_messages > 1 ? `${c.dropped_messages} earlier messages were` : "1 earlier message was";
+    bubble.append(el("div", "notice", `${n} left out to fit the model's ${c.context_length}-token context.`));
   }
   if (m.reasoning) {
     const think = el("details", "think");
@@ -452,8 +452,10 @@ async function generate() {
   renderHistory();
   renderMessages();
 
-  const history = chat.messages.slice(0, -1).map((x) => ({ role: x.role, content: x.role === "user" ? userContent(x) : x.content }));
-  const body = { ...sampling(), messages: settings.system ? [{ role: "system", content: settings.system }, ...history] : history };
+  const history = chat.messages.slice(0, -1)
+    .map((x) => ({ role: x.role, content: x.role === "user" ? userContent(x) : x.content }));
+  const system = settings.system ? [{ role: "system", content: settings.system }] : [];
+  const body = { ...sampling(), messages: [...system, ...history] };
   body.tools_enabled = settings.search ? ["python", "search"] : ["python"];
   if (settings.alternatives) Object.assign(body, { logprobs: true, top_logprobs: 5 });
 
