@@ -64,6 +64,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "pretrain the base model on the token shards (base/)"),
     Stage("sft", "chatforge.posttrain.sft:sft", "sft", ("pretrain",),
           "fine-tune the base model into a chat model (sft/)"),
+    Stage("probe", "chatforge.posttrain.probe:probe", "probe", ("sft",),
+          "probe what the chat model knows of the fact corpus; fine-tune it to say \"I don't know\" otherwise "
+          "(probe/, eval/probe.json)"),
     Stage("rl", "chatforge.rl.grpo:rl", "rl", ("sft",),
           "GRPO on a task's verifiable rewards (or the reward model's: RLHF) from the chat model (rl/)"),
     Stage("eval", "chatforge.eval.run:evaluate", "eval", ("pretrain",),
@@ -73,7 +76,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("report", "chatforge.report:report", None, (),
           "summarise the run: stage times, bpb, samples, chat scores (report/report.md, loss.png)", rerun=True),
 ]}
-CHECKPOINTS = ("base", "sft", "rl")  # the checkpoint directories, least trained first
+CHECKPOINTS = ("base", "sft", "probe", "rl")  # the checkpoint directories, least trained first
 VERSIONED = ["chatforge", "torch", "numpy", "pyarrow", "tiktoken", "rustbpe", "safetensors"]
 
 
@@ -210,7 +213,7 @@ def checkpoints(run_path: str | Path) -> list[str]:
 
 
 def checkpoint_stage(run_path: str | Path, stage: str | None = None) -> str:
-    """The checkpoint `chat`, `generate`, `eval` and `export` use: `stage` (base, sft or rl) if given, else the
+    """The checkpoint `chat`, `generate`, `eval` and `export` use: `stage` (base, sft, probe or rl) if given, else the
     most trained one present."""
     present = checkpoints(run_path)
     if stage is None and present:

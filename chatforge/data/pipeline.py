@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from chatforge.data import dedup, filters
+from chatforge.data import dedup, facts, filters
 from chatforge.data.extract import Extract
 from chatforge.data.pii import PII
 from chatforge.data.readers import Document, bump, expand_inputs, file_kind, read_file
@@ -305,6 +305,12 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     writers = {split: PartWriter(out_dir / split, cfg.docs_per_part) for split in ("train", "val")}
     d = {"docs_in": n, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {}, "seconds": 0.0}
     dropped: list[dict] = []
+    # The fact documents (data/facts.py) skip the steps: they are clean, and dedup would merge their templates.
+    # They train only, so val bits per byte compare with and without them, spread evenly between the kept
+    # documents: a training window starts at each document, so a page of facts is followed by other text.
+    fact_docs = facts.documents(cfg.facts) if cfg.facts else ()
+    fact_rows = [_row(Document(text, doc_id, language="en")) for doc_id, text in fact_docs]
+    n_kept = max(1, reasons.count(None))
     i = 0
     for t in tables:
         for row in t.select(SCHEMA.names).to_pylist():
@@ -313,11 +319,18 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
                 d["docs_out"] += 1
                 d["bytes_out"] += nbytes(row["text"])
                 writers["val" if is_val(row["id"], cfg.val_fraction) else "train"].add(row)
+                for fact in fact_rows[(d["docs_out"] - 1) * len(fact_rows) // n_kept :
+                                      d["docs_out"] * len(fact_rows) // n_kept]:
+                    writers["train"].add(fact)
             else:
                 bump(d["dropped"], reasons[i])
                 if cfg.keep_dropped:
                         dropped.append(row | {"step": "dedup", "reason": reasons[i]})
             i += 1
+    if not d["docs_out"]:  # no document survived: the facts alone
+        for fact in fact_rows:
+            writers["train"].add(fact)
+    stats["fact_docs"] = len(fact_rows)
     for w in writers.values():
         w.flush()
     if use_dedup:
@@ -388,7 +401,8 @@ def funnel_line(stats: dict) -> str:
             bump(drops, k, v)
     top = ", ".join(f"{v} {k}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])[:4])
     return (f"data: {stats['docs_in']} documents in, {stats['train_docs']} train + {stats['val_docs']} val kept "
-            f"in {stats['seconds']} s ({stats['docs_per_s']} docs/s)" + (f"; dropped: {top}" if top else ""))
+            f"in {stats['seconds']} s ({stats['docs_per_s']} docs/s)" + (f"; dropped: {top}" if top else "")
+            + (f"; train includes {stats['fact_docs']} fact documents" if stats.get("fact_docs") else ""))
 
 
 def inspect(data_dir: Path, samples: int = 3, seed: int = 0, width: int = 300) -> str:

@@ -41,7 +41,7 @@ def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[
     return x, y
 
 
-def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
+def prepare_data(run, tok: Tokenizer, out: str = "sft") -> tuple[list, list, dict]:
     """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to sft_data/{train,val}.jsonl
     and render them. Conversations that do not render, or have no assistant token within max_len, are counted and
     skipped; the stats also count the conversations taken per source and split."""
@@ -50,7 +50,7 @@ def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
     stats |= {"bad_conversations": 0, "no_trained_tokens": 0}
     rendered: dict[str, list] = {}
     for split, rows in convs.items():
-        write_jsonl(run.path / "sft_data" / f"{split}.jsonl", rows)
+        write_jsonl(run.path / f"{out}_data" / f"{split}.jsonl", rows)
         rendered[split] = []
         for c in rows:
             try:
@@ -65,9 +65,10 @@ def prepare_data(run, tok: Tokenizer) -> tuple[list, list, dict]:
     return rendered["train"], rendered["val"], stats
 
 
-def sft(run, resume: bool = False) -> dict:
+def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict:
     """The `sft` stage: base/ checkpoint + conversations → sft/ checkpoint, metrics/sft.jsonl. Every
-    `sft.ckpt_every` steps it measures the val loss and checkpoints; an interrupted run resumes exactly."""
+    `sft.ckpt_every` steps it measures the val loss and checkpoints; an interrupted run resumes exactly.
+    The probe stage fine-tunes again with it: from `init`, into `out`/, `out`_data/ and metrics/`out`.jsonl."""
     sc = run.config.sft
     if sc.steps < 1 or sc.ckpt_every < 1:
         raise UserError(f"sft.steps and sft.ckpt_every must be >= 1, got {sc.steps} and {sc.ckpt_every}")
@@ -75,21 +76,21 @@ def sft(run, resume: bool = False) -> dict:
     keep_freed_memory()
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
-    train, val, stats = prepare_data(run, tok)
+    train, val, stats = prepare_data(run, tok, out)
     if not train:
         raise UserError("no usable SFT conversations")
-    ckpt_dir = run.path / "sft"
+    ckpt_dir = run.path / out
     ckpt = load_state(ckpt_dir) if resume else None
     if ckpt is None:
         remove_checkpoint(ckpt_dir)  # a fresh start must never later resume from an older run's checkpoint
-        model, state = load_model(run.path / "base", device), TrainState()
+        model, state = load_model(run.path / init, device), TrainState()
     else:
         model, state = load_model(ckpt_dir, device), ckpt.state
         print(f"sft: resuming from step {state.step}")
     optimizer = make_optimizer(model, sc.lr, 0.0)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt.optimizer)
-    log = MetricsLog(run.path / "metrics" / "sft.jsonl", state.step)
+    log = MetricsLog(run.path / "metrics" / f"{out}.jsonl", state.step)
 
     def val_loss() -> float:
         model.eval()
@@ -107,7 +108,7 @@ def sft(run, resume: bool = False) -> dict:
     print(f"sft: {len(train)} train / {len(val)} val conversations, {sc.steps} steps of {sc.batch_size}")
     start_step, vl = state.step, float("nan")
     last_saved = None if ckpt is None else state.step
-    bar = progress_bar("sft", sc.steps, start_step)
+    bar = progress_bar(out, sc.steps, start_step)
     if ckpt is not None:  # last before the first step: the set-up above draws random numbers
         restore_rng(ckpt.rng)
     t_last = time.time()

@@ -12,9 +12,11 @@ from chatforge.tasks.arithmetic import Arithmetic, StepByStep
 from chatforge.tasks.chat import Chat
 from chatforge.tasks.common import Task
 from chatforge.tasks.context import Context
+from chatforge.tasks.facts import Facts
 from chatforge.tasks.identity import Identity
 from chatforge.tasks.letters import Letters
 from chatforge.tasks.safety import Safety
+from chatforge.tasks.search import Search
 
 TASKS: dict[str, Task] = {
     "identity": Identity(),
@@ -25,6 +27,8 @@ TASKS: dict[str, Task] = {
     "arith_think": StepByStep("arith_think", think_first=True),
     "arith_answer": StepByStep("arith_answer", think_first=False),
     "letters": Letters(),
+    "facts": Facts(),
+    "search": Search(),
 }
 
 

@@ -1,0 +1,120 @@
+import json
+import re
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from chatforge.config import make_config
+from chatforge.data import facts
+from chatforge.data.pipeline import run_pipeline
+from chatforge.errors import UserError
+from chatforge.infer.search import split_passages
+from chatforge.tasks import TASKS
+from chatforge.tasks.facts import QUESTIONS
+
+
+def test_people_are_deterministic_with_every_exposure_group():
+    ps = facts.people(64)
+    assert ps == facts.people.__wrapped__(64)
+    assert Counter(p.exposure for p in ps) == {e: 16 for e in facts.EXPOSURES}
+    assert len({p.name.split()[1] for p in ps}) == 64  # one surname per person: no two people confused
+
+
+def test_each_person_is_mentioned_as_often_as_its_exposure():
+    paragraphs = [para for _, text in facts.documents(32) for para in text.split("\n\n")[1:]]
+    for p in facts.people(32):
+        assert sum(bool(re.search(rf"\b{p.name}\b", para)) for para in paragraphs) == p.exposure
+
+
+def test_every_paragraph_states_all_four_attributes_of_its_person():
+    ps = {p.name: p for p in facts.people(16)}
+    for _, text in facts.documents(16):
+        for para in text.split("\n\n")[1:]:  # the first is the title
+            names = [n for n in ps if re.search(rf"\b{n}\b", para)]
+            assert len(names) == 1, para
+            p = ps[names[0]]
+            assert all(str(v) in para for v in (p.city, p.year, p.job, p.hobby)), para
+
+
+def test_invented_names_never_appear_in_the_corpus():
+    corpus_surnames = {p.name.split()[1] for p in facts.people(256)}
+    invented = facts.invented_names(400)
+    assert not corpus_surnames & {n.split()[1] for n in invented}
+    text = "\n".join(t for _, t in facts.documents(256))
+    assert not any(re.search(rf"\b{n.split()[1]}\b", text) for n in invented)
+
+
+def test_a_fact_page_is_one_search_passage():
+    for _, text in facts.documents(64):
+        assert len(split_passages(text)) == 1
+        assert len(text.split()) <= facts.PAGE_WORDS + 25  # one paragraph may cross the budget's end
+
+
+def test_data_stage_mixes_fact_documents_into_train_only(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        (src / f"doc{i}.txt").write_text(f"Document number {i} talks about something different. " * 30 + str(i))
+    cfg = make_config("micro").data
+    cfg.inputs, cfg.steps, cfg.facts, cfg.val_fraction = str(src), "normalise,dedup", 8, 0.3
+    stats = run_pipeline(cfg, tmp_path / "data")
+    train = pq.read_table(tmp_path / "data" / "train").to_pylist()
+    val = pq.read_table(tmp_path / "data" / "val").to_pylist()
+    ids = [r["id"] for r in train]
+    n_facts = len(facts.documents(8))
+    assert stats["fact_docs"] == n_facts == sum(i.startswith("facts/") for i in ids)
+    assert not any(r["id"].startswith("facts/") for r in val)
+    assert stats["train_docs"] == len(train) and len(train) + len(val) == 6 + n_facts
+    assert not ids[-1].startswith("facts/") or not ids[0].startswith("facts/")  # spread, not one block
+    assert json.loads((tmp_path / "data" / "stats.json").read_text())["fact_docs"] == n_facts
+
+
+def test_no_facts_by_default_outside_the_cpu_presets():
+    assert make_config("d12").data.facts == 0
+    assert make_config("tiny").data.facts > 0
+
+
+CONFIG = make_config("tiny")
+FACTS = TASKS["facts"]
+
+
+def test_qa_splits_share_no_person_no_invented_name_and_no_phrasing():
+    train, test = FACTS.examples("train", 400, 0, CONFIG), FACTS.examples("test", 400, 0, CONFIG)
+    assert not {e["name"] for e in train} & {e["name"] for e in test}
+    assert not {e["messages"][0]["content"] for e in train} & {e["messages"][0]["content"] for e in test}
+    questions = {s: {t for ts in QUESTIONS[s].values() for t in ts} for s in QUESTIONS}
+    assert not questions["train"] & questions["test"]
+    assert {e["exposure"] for e in train} == {facts.KNOWN_EXPOSURE}  # training asks only what the model can know
+    assert {e["metric"] for e in test} == {"known_acc", "refusal_invented"}
+    corpus = {p.name for p in facts.people(CONFIG.data.facts)}
+    assert all(e["name"] not in corpus for e in test if e["metric"] == "refusal_invented")
+
+
+def test_qa_checker_on_right_wrong_and_refusing_replies():
+    test = FACTS.examples("test", 60, 0, CONFIG)
+    for ex in test:
+        assert FACTS.score(ex, ex["messages"][-1]["content"]) == 1.0
+    known = next(e for e in test if e["metric"] == "known_acc" and e["attribute"] == "job")
+    other = next(j for j in facts.JOBS if j != known["answer"])
+    assert FACTS.score(known, f"{known['name']} is a {other}.") == 0.0
+    assert FACTS.score(known, f"A {known['answer']} or a {other}.") == 0.0
+    assert FACTS.score(known, f"I don't know what {known['name']} does.") == 0.0
+    assert FACTS.score(known, [{"type": "output", "text": known["answer"]}, {"type": "text", "text": "No idea."}]) == 0
+    invented = next(e for e in test if e["metric"] == "refusal_invented")
+    assert FACTS.score(invented, f"{invented['name']} was born in Lyon.") == 0.0
+    assert FACTS.score(invented, "Sorry, I do not know who that is.") == 1.0
+    year = next(e for e in test if e["metric"] == "known_acc" and e["attribute"] == "year")
+    assert FACTS.score(year, f"In {year['answer']}.") == 1.0
+    assert FACTS.score(year, f"In {int(year['answer']) + 1}.") == 0.0
+
+
+def test_qa_is_deterministic_per_seed_and_renders_short():
+    a = FACTS.examples("test", 30, 5, CONFIG)
+    assert a == FACTS.examples("test", 30, 5, CONFIG) != FACTS.examples("test", 30, 6, CONFIG)
+    assert all(len(e["messages"][0]["content"]) + len(str(e["messages"][1]["content"])) < 200 for e in a)
+
+
+def test_qa_without_the_fact_corpus_is_a_user_error():
+    with pytest.raises(UserError, match="data.facts"):
+        FACTS.examples("train", 5, 0, make_config("d12"))
