@@ -256,13 +256,23 @@ def test_thinking_and_tool_calls_fold_away(page):
     assert '<details class="tool"><summary>python: 2+2</summary>' in html and ">4</pre>" in html
 
 
-def test_search_toggle_asks_for_the_search_tool(page, server):
-    page.find_element(By.ID, "search").click()
+def test_search_toggle_follows_the_runs_tools(page, server):
+    """Web search is offered where /v1/models says the model has it (the run has a search index)."""
+    models = json.load(urllib.request.urlopen(f"{server[0]}/v1/models"))["data"]
+    toggle = page.find_element(By.ID, "search")
+    indexed = "search" in next(m for m in models if m["id"] == "base")["tools"]
+    if not indexed:
+        assert not toggle.is_enabled()
+        assert "no search index" in toggle.find_element(By.XPATH, "..").get_attribute("title")
+        # offer it anyway, to see the request and how the page shows the server's refusal
+        page.execute_script("""const option = document.querySelector("#model option[value='base']");
+            option.dataset.tools = "python search"; option.parentElement.dispatchEvent(new Event("change"));""")
+    toggle.click()
     send(page, "Search for cats")
-    wait(page, finished)  # a reply, or the server's reason when the run has no search index
+    wait(page, finished)
     assert server[1].chats[-1]["tools_enabled"] == ["python", "search"]
-    errors = css(page, ".msg.assistant .error")
-    assert not errors or "search" in errors[0].text
+    if not indexed:
+        assert "search" in text(page, ".msg.assistant .error")  # the server's reason, shown in the reply
 
 
 def test_dropped_turns_are_announced(page, server):

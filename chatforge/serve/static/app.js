@@ -456,7 +456,7 @@ async function generate() {
     .map((x) => ({ role: x.role, content: x.role === "user" ? userContent(x) : x.content }));
   const system = settings.system ? [{ role: "system", content: settings.system }] : [];
   const body = { ...sampling(), messages: [...system, ...history] };
-  body.tools_enabled = settings.search ? ["python", "search"] : ["python"];
+  body.tools_enabled = settings.search && !$("search").disabled ? ["python", "search"] : ["python"];
   if (settings.alternatives) Object.assign(body, { logprobs: true, top_logprobs: 5 });
 
   controller = new AbortController();
@@ -640,6 +640,7 @@ async function loadModels(wanted) {
       const option = el("option", "", m.id === m.kind ? m.id : `${m.id} · ${m.kind}`);
       option.value = m.id;
       option.dataset.kind = m.kind;
+      option.dataset.tools = (m.tools || []).join(" ");
       return option;
     }));
     if (data.some((m) => m.id === wanted)) picker.value = wanted;
@@ -648,11 +649,16 @@ async function loadModels(wanted) {
     renderAttachment(`Models: ${err.message}`);
   }
   saveSettings();
-  modelHint();
+  modelChanged();
 }
 
-function modelHint() {
-  const kind = $("model").selectedOptions[0]?.dataset.kind;
+function modelChanged() {
+  const option = $("model").selectedOptions[0];
+  const search = option?.dataset.tools?.split(" ").includes("search");
+  $("search").disabled = !search;
+  $("search").parentElement.title = search ? "Let the model search (tools_enabled: search)"
+    : "This run has no search index: build one with `chatforge data index`";
+  const kind = option?.dataset.kind;
   $("welcome-hint").textContent = kind === "base"
     ? "This is a base model: it continues text rather than answering. The Complete tab shows it best."
     : "Hover a generated token to see what else the model could have said.";
@@ -677,7 +683,7 @@ function init() {
   }
   for (const id of FIELDS) $(id).addEventListener("change", saveSettings);
   for (const id of ["temperature", "top_p"]) $(id).addEventListener("input", saveSettings);
-  $("model").addEventListener("change", modelHint);
+  $("model").addEventListener("change", modelChanged);
   saveSettings();
 
   for (const tab of document.querySelectorAll(".tab")) tab.onclick = () => show(tab.dataset.view);
