@@ -65,6 +65,19 @@ def test_grpo_loss_by_hand():
     assert stats["clip_frac"] == pytest.approx(0.25) and stats["kl"] == 0.0
 
 
+def test_answers_of_zero_advantage_can_be_left_out():
+    torch.manual_seed(0)
+    old, mask = torch.randn(3, 4), torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    logp = (old + 0.3 * torch.randn(3, 4)).requires_grad_()
+    adv = torch.tensor([1.0, 0.0, -0.5])
+    full, _ = grpo_loss(logp, old, adv, mask, 0.2)
+    full.backward()
+    grad, logp.grad = logp.grad.clone(), None
+    kept, _ = grpo_loss(logp[[0, 2]], old[[0, 2]], adv[[0, 2]], mask[[0, 2]], 0.2, n_tokens=mask.sum().item())
+    kept.backward()
+    assert kept.item() == pytest.approx(full.item()) and torch.allclose(logp.grad, grad) and grad[1].abs().sum() == 0
+
+
 def test_clipping_stops_the_gradient_at_its_limit():
     old = torch.zeros(1, 2)
     logp = torch.tensor([[0.5, 0.1]], requires_grad=True)  # ratios e^0.5 (past 1.2) and e^0.1 (inside)

@@ -63,10 +63,12 @@ def group_advantages(rewards: torch.Tensor, scale: bool) -> torch.Tensor:
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip: float,
-              kl_coef: float = 0.0, ref_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+              kl_coef: float = 0.0, ref_logp: torch.Tensor | None = None,
+              n_tokens: float | None = None) -> tuple[torch.Tensor, dict]:
     """The clipped surrogate plus kl_coef x k3 KL (Schulman's estimator exp(d) - d - 1, d = log pi_ref - log pi:
-    unbiased, always >= 0), per token (B, T), averaged over the tokens where mask is 1. `adv` is per sequence (B,).
-    Also returns the step's KL and clip fraction (tokens whose ratio the clip held, of those trained)."""
+    unbiased, always >= 0), per token (B, T), summed over the tokens where mask is 1 and divided by n_tokens (default:
+    their count). `adv` is per sequence (B,). Also returns the KL and the clip fraction (tokens whose ratio the clip
+    held) per trained token."""
     adv = adv[:, None]
     ratio = torch.exp(logp - old_logp)
     per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
@@ -75,7 +77,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mas
         d = ref_logp - logp
         kl = torch.exp(d) - d - 1
         per_token = per_token + kl_coef * kl
-    n = mask.sum().clamp(min=1)
+    n = mask.sum().clamp(min=1) if n_tokens is None else max(n_tokens, 1)
     clipped = ((ratio < 1 - clip) & (adv < 0)) | ((ratio > 1 + clip) & (adv > 0))
     stats = {"kl": ((kl * mask).sum() / n).item(), "clip_frac": ((clipped * mask).sum() / n).item()}
     return (per_token * mask).sum() / n, stats
@@ -183,13 +185,18 @@ def rl(run, resume: bool = False) -> dict:
         rolls = rollout(engine, task, [pool[i] for i in idx], rc.group, params, rc.seed + state.step)
         rollout_s = time.time() - t0
         seqs = [(r.prompt + r.tokens, [0] * len(r.prompt) + r.mask) for r in rolls]
-        x, y, mask = (t.to(device) for t in pad(seqs))
         rm_scores = scorer.score_ids([ids for ids, _ in seqs], device) if scorer else None
         for k, r in enumerate(rolls):
             main = rm_scores[k] if rm_scores is not None else r.accuracy
             r.reward = rc.accuracy_weight * main + rc.format_weight * r.formatted
         rewards = torch.tensor([r.reward for r in rolls]).view(rc.prompts, rc.group)
-        adv = group_advantages(rewards, rc.scale_rewards).view(-1).to(device)
+        adv = group_advantages(rewards, rc.scale_rewards).view(-1)
+        # Without the KL term an answer of advantage 0 adds nothing to the gradient, so only the others are run; the
+        # loss still divides by every answer's tokens, so the update is the same. While most groups score alike
+        # (early on, a hard task) this skips most of the step's training. One answer stays: the step is uniform.
+        keep = [k for k in range(len(rolls)) if ref is not None or adv[k] != 0] or [0]
+        x, y, mask = (t.to(device) for t in pad([seqs[k] for k in keep]))
+        adv, n_tokens = adv[keep].to(device), sum(sum(r.mask) for r in rolls)
         with torch.no_grad(), autocast(device, dtype):
             old = token_logprobs(model, x, y)
             ref_logp = token_logprobs(ref, x, y) if ref is not None else None
@@ -197,7 +204,7 @@ def rl(run, resume: bool = False) -> dict:
         for _ in range(rc.epochs):
             with autocast(device, dtype):
                 logp = token_logprobs(model, x, y)
-            loss, stats = grpo_loss(logp, old, adv, mask, rc.clip, rc.kl, ref_logp)
+            loss, stats = grpo_loss(logp, old, adv, mask, rc.clip, rc.kl, ref_logp, n_tokens)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
             check_finite(loss.item(), grad_norm, state.step + 1, ckpt_dir, last_saved, "rl.lr")
@@ -215,7 +222,8 @@ def rl(run, resume: bool = False) -> dict:
                    clip_frac=round(sum(clips) / len(clips), 4),
                    tool_call_rate=round(sum(r.tool_calls > 0 for r in rolls) / n, 4),
                    verifier_failures=sum(r.failed for r in rolls), loss=round(loss.item(), 5),
-                   grad_norm=round(grad_norm, 4), rollout_s=round(rollout_s, 2), step_s=round(time.time() - t0, 2))
+                   grad_norm=round(grad_norm, 4), trained=len(keep), rollout_s=round(rollout_s, 2),
+                   step_s=round(time.time() - t0, 2))
         if rm_scores is not None:
             row["rm_score"] = round(sum(rm_scores) / n, 4)
         log.write(state.step, **row)
