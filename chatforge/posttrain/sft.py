@@ -1,13 +1,23 @@
 """Supervised fine-tuning: the base model learns the chat format and its identity from
-conversations, with the loss on assistant tokens only (tokenizer/chat.py builds the mask)."""
+conversations, with the loss on assistant tokens only (tokenizer/chat.py builds the mask).
 
+Conversations are packed whole into rows of max_len tokens (no padding to the longest in a batch), and attention
+stays inside each conversation (packed_loss), so a packed row trains as its conversations would one by one.
+"""
+
+import bisect
 import math
+import random
 import time
 
 import torch
+import torch.nn.functional as F
 
 from chatforge.errors import UserError
+from chatforge.eval.chat import eval_examples, score_examples
+from chatforge.infer.tools import tools_for_run
 from chatforge.model.checkpoint import load_model, remove_checkpoint
+from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.posttrain.conversations import mixture_conversations, write_jsonl
@@ -28,41 +38,102 @@ from chatforge.train import (
 )
 
 
-def collate(examples: list[tuple[list[int], list[int]]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest example (at most max_len targets); untrained targets are -1."""
-    T = min(max(len(ids) for ids, _ in examples) - 1, max_len)
-    x = torch.zeros(len(examples), T, dtype=torch.long)
-    y = torch.full((len(examples), T), -1, dtype=torch.long)
-    for i, (ids, mask) in enumerate(examples):
-        ids, mask = ids[: T + 1], mask[: T + 1]
+def pack(lengths: list[int], capacity: int, seed: int) -> list[list[int]]:
+    """Rows of conversations, each row the indices of conversations whose lengths sum to at most `capacity`:
+    best-fit decreasing (each conversation, longest first, into the fullest row it fits) over a seeded shuffle,
+    so rows mix sources. Whole conversations only: a question is never cut from its answer."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda i: -lengths[i])  # stable: equal lengths keep the shuffled order
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, row), sorted
+    for i in order:
+        at = bisect.bisect_left(free, (lengths[i], -1))
+        if at == len(free):
+            rows.append([])
+            room, row = capacity, len(rows) - 1
+        else:
+            room, row = free.pop(at)
+        rows[row].append(i)
+        bisect.insort(free, (room - lengths[i], row))
+    return rows
+
+
+def collate(rows: list[list[tuple[list[int], list[int]]]], max_len: int) -> tuple[torch.Tensor, ...]:
+    """Packed rows of (ids, mask) conversations → inputs, targets and conversation numbers, max_len positions each.
+    The targets are -1 where the mask is 0 and in the padding after the row's last conversation; `doc` numbers the
+    conversations of a row (the padding the next number), so attention can stay inside each (packed_loss)."""
+    x = torch.zeros(len(rows), max_len, dtype=torch.long)
+    y = torch.full((len(rows), max_len), -1, dtype=torch.long)
+    doc = torch.full((len(rows), max_len), len(max(rows, key=len)), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids = [t for conv_ids, _ in row for t in conv_ids]
+        mask = [m for _, conv_mask in row for m in conv_mask]
+        assert len(ids) <= max_len + 1, "pack() fills a row with at most max_len + 1 tokens"
         n = len(ids) - 1
-        x[i, :n] = torch.tensor(ids[:-1])
-        y[i, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:], strict=False)])
-    return x, y
+        x[r, :n] = torch.tensor(ids[:-1])
+        y[r, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:], strict=True)])
+        doc[r, :n] = torch.tensor([d for d, (conv_ids, _) in enumerate(row) for _ in conv_ids][:-1])
+    return x, y, doc
+
+
+def packed_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, doc: torch.Tensor,
+                reduction: str = "mean") -> torch.Tensor:
+    """GPT.forward's loss with each position attending only to the earlier positions of its own conversation, as if
+    each conversation were alone in its row (rotary positions are relative: the offset in the row changes nothing).
+    Attending across conversations, the model could copy an answer (the assistant's name) from the one before
+    instead of learning it, and chat has no conversation before."""
+    T = x.size(1)
+    pos = torch.arange(T, device=x.device)
+    # (B, 1, T, T), the same for every head, as comparisons that Inductor computes inside the softmax kernel
+    allowed = (doc[:, None, :, None] == doc[:, None, None, :]) & (pos[:, None] >= pos)
+
+    def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if not (q.is_cpu and torch.compiler.is_compiling()):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+        # compiled on CPU, the plain formula, as gpt.causal_attention: SDPA with a mask ran at 0.76x its tokens/s
+        if k.size(1) != q.size(1):
+            k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
+        scores = (q @ k.transpose(-1, -2)) * q.size(-1) ** -0.5
+        return torch.softmax(torch.where(allowed, scores, float("-inf")), dim=-1) @ v
+
+    w = model.weights()
+    logits = w.logits(w.hidden(x, model.rope_cos[:T], model.rope_sin[:T], attend))
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1, reduction=reduction)
 
 
 def prepare_data(run, tok: Tokenizer, out: str = "sft") -> tuple[list, list, dict]:
-    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to sft_data/{train,val}.jsonl
-    and render them. Conversations that do not render, or have no assistant token within max_len, are counted and
-    skipped; the stats also count the conversations taken per source and split."""
+    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to sft_data/{train,val}.jsonl,
+    render them and pack each split into rows of sft.max_len + 1 tokens (pack). Conversations that do not render,
+    are longer than a row (`too_long`) or have no assistant token are counted and skipped; the stats also count
+    the conversations taken per source and split, and how full the training rows are (`row_fill`)."""
     sc = run.config.sft
     convs, stats = mixture_conversations(run.config)
-    stats |= {"bad_conversations": 0, "no_trained_tokens": 0}
-    rendered: dict[str, list] = {}
+    for message in stats["bad_line_errors"]:
+        print(f"sft: skipped {message}")
+    stats |= {"bad_conversations": 0, "too_long": 0, "no_trained_tokens": 0}
+    packed: dict[str, list] = {}
     for split, rows in convs.items():
         write_jsonl(run.path / f"{out}_data" / f"{split}.jsonl", rows)
-        rendered[split] = []
+        rendered = []
         for c in rows:
             try:
                 ids, mask = render(tok, c["messages"])
             except ValueError:
                 stats["bad_conversations"] += 1
                 continue
-            if not any(mask[1 : sc.max_len + 1]):  # nothing to learn: would make a NaN loss
+            if len(ids) > sc.max_len + 1:
+                stats["too_long"] += 1
+            elif not any(mask):  # nothing to learn
                 stats["no_trained_tokens"] += 1
-                continue
-            rendered[split].append((ids, mask))
-    return rendered["train"], rendered["val"], stats
+            else:
+                rendered.append((ids, mask))
+        packed[split] = [[rendered[i] for i in row]
+                         for row in pack([len(ids) for ids, _ in rendered], sc.max_len + 1, sc.seed)]
+    tokens = sum(len(ids) for row in packed["train"] for ids, _ in row)
+    stats["rows"] = len(packed["train"])
+    stats["row_fill"] = round(tokens / max(1, len(packed["train"]) * (sc.max_len + 1)), 4)
+    return packed["train"], packed["val"], stats
 
 
 def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict:
@@ -92,20 +163,26 @@ def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict
         optimizer.load_state_dict(ckpt.optimizer)
     log = MetricsLog(run.path / "metrics" / f"{out}.jsonl", state.step)
 
+    loss_fn = torch.compile(packed_loss) if run.config.pretrain.compile else packed_loss  # rows are all max_len
+    evals = eval_examples(run.config, sc.eval_examples)
+    tools = tools_for_run(run.path, run.config.tools)
+
     def val_loss() -> float:
         model.eval()
         total, n = 0.0, 0
         with torch.no_grad():
             for i in range(0, len(val), sc.batch_size):
-                x, y = collate(val[i : i + sc.batch_size], sc.max_len)
+                x, y, doc = collate(val[i : i + sc.batch_size], sc.max_len)
                 with autocast(device, dtype):
-                    losses = model(x.to(device), y.to(device), reduction="none")
+                    losses = packed_loss(model, x.to(device), y.to(device), doc.to(device), reduction="none")
                 total += losses.sum().item()
                 n += (y >= 0).sum().item()
         model.train()
         return total / max(n, 1)
 
-    print(f"sft: {len(train)} train / {len(val)} val conversations, {sc.steps} steps of {sc.batch_size}")
+    print(f"sft: {stats['rows']} train rows ({stats['row_fill']:.0%} full) / {len(val)} val rows of {sc.max_len} "
+          f"tokens, {sc.steps} steps of {sc.batch_size} rows; skipped: {stats['too_long']} longer than a row, "
+          f"{stats['bad_conversations']} bad, {stats['no_trained_tokens']} without assistant tokens")
     start_step, vl = state.step, float("nan")
     last_saved = None if ckpt is None else state.step
     bar = progress_bar(out, sc.steps, start_step)
@@ -121,9 +198,11 @@ def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict
         set_lr(optimizer, mult)
         idx = batch_indices(len(train), state.position, sc.batch_size, sc.seed)
         state.position += sc.batch_size
-        x, y = collate([train[i] for i in idx], sc.max_len)
+        x, y, doc = collate([train[i] for i in idx], sc.max_len)
+        state.extra["tokens"] = state.extra.get("tokens", 0) + sum(len(ids) - 1 for i in idx for ids, _ in train[i])
+        state.extra["trained_tokens"] = state.extra.get("trained_tokens", 0) + int((y >= 0).sum())
         with autocast(device, dtype):
-            loss = model(x.to(device), y.to(device))
+            loss = loss_fn(model, x.to(device), y.to(device), doc.to(device))
         loss.backward()
         loss_value = loss.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
@@ -137,6 +216,9 @@ def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict
         if saving:
             vl = val_loss()
             row["val_loss"] = round(vl, 4)
+            if evals:  # greedy answers to held-out examples of each task, scored by the task (eval/chat.py)
+                row |= score_examples(model, tok, evals, tools, sc.identity)["figures"]
+                model.train()
         log.write(state.step, **row)
         bar.set_postfix(loss=f"{loss_value:.3f}", val_loss=f"{vl:.3f}")
         bar.update(1)
@@ -149,5 +231,9 @@ def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict
         save_state(ckpt_dir, model, optimizer, state)
     if not math.isfinite(vl):
         vl = val_loss()
-    print(f"sft: val loss {vl:.4f} (assistant tokens) after {state.step} steps, {state.elapsed:.0f}s")
-    return {**stats, "steps": state.step, "val_loss": round(vl, 4), "train_seconds": round(state.elapsed, 1)}
+    tokens, trained = state.extra.get("tokens", 0), state.extra.get("trained_tokens", 0)
+    tok_s = tokens / max(state.elapsed, 1e-9)
+    print(f"sft: val loss {vl:.4f} (assistant tokens) after {state.step} steps, {state.elapsed:.0f}s, "
+          f"{tokens:,} tokens ({trained:,} trained), {tok_s:,.0f} tokens/s")
+    return {**stats, "steps": state.step, "val_loss": round(vl, 4), "train_seconds": round(state.elapsed, 1),
+            "tokens": tokens, "trained_tokens": trained, "tok_s": round(tok_s)}

@@ -34,17 +34,17 @@ TASKS: dict[str, Task] = {
 
 @dataclass
 class Source:
-    """One entry of a mixture: a task of TASKS, which makes `weight` training conversations, or a JSONL file of
-    OpenAI-style {"messages": [...]}, each of whose training conversations is taken `weight` times (2: twice,
-    0.5: a seeded half)."""
+    """One entry of a mixture: a task of TASKS, which makes `weight` training conversations, or a file of
+    conversations (OpenAI messages, ShareGPT or TRL records in JSONL, JSON or parquet), each of whose training
+    conversations is taken `weight` times (2: twice, 0.5: a seeded half)."""
     name: str  # the task's name, or the file's path
     weight: float
     is_file: bool
 
 
 def parse_mixture(spec: str) -> list[Source]:
-    """"identity:600,arithmetic:1200,data/chats.jsonl:1" → its sources; a name not in TASKS must be a .jsonl
-    file (whether it exists is checked when it is read)."""
+    """"identity:600,arithmetic:1200,data/chats.jsonl:1" → its sources; a name not in TASKS must be a .jsonl,
+    .json or .parquet file of conversations (posttrain/loaders.py; whether it exists is checked when it is read)."""
     sources: list[Source] = []
     for entry in (e.strip() for e in spec.split(",")):
         if not entry:
@@ -59,9 +59,9 @@ def parse_mixture(spec: str) -> list[Source]:
         if not (math.isfinite(weight) and weight > 0):
             raise UserError(f"mixture entry {entry!r}: the weight must be a number > 0")
         is_file = name not in TASKS
-        if is_file and not name.endswith(".jsonl"):
+        if is_file and not name.endswith((".jsonl", ".json", ".parquet")):
             raise UserError(f"mixture entry {entry!r}: unknown task {name!r} (tasks: {', '.join(TASKS)}; "
-                            f"a file of conversations must end in .jsonl)")
+                            f"a file of conversations must end in .jsonl, .json or .parquet)")
         if not is_file and weight != int(weight):
             raise UserError(f"mixture entry {entry!r}: a task's weight is a number of conversations, a whole number")
         if any(s.name == name for s in sources):
