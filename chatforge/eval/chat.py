@@ -30,7 +30,9 @@ EXAMPLES = 100  # held-out examples per task (eval.chat_examples=0): a score to 
 SAMPLES = 3  # per task, kept with their scores for the report
 MAX_TOKENS = 96  # a reference answer with a tool call and the sentence after it
 MAX_BATCH = 16
-EXPERIMENTS = ("think", "probe")  # eval/NAME.json files whose top-level figures join the chat figures
+# eval/NAME.json files that experiments write (posttrain/think.py, probe.py): their figure -> the chat figure
+EXPERIMENTS = {"think": {"think_first_acc": "think_first_acc", "answer_first_acc": "answer_first_acc"},
+               "probe": {"refusal_invented_after": "refusal_invented", "known_acc_drop": "known_acc_drop"}}
 
 
 def eval_examples(config: Config, n: int) -> list[tuple[Task, dict]]:
@@ -98,13 +100,14 @@ def reply_of(tok: Tokenizer, req) -> str | list[dict]:
 
 
 def experiment_figures(run_path: Path) -> dict[str, float]:
-    """The top-level numbers of RUN/eval/think.json and probe.json (think-first vs answer-first, probing)."""
+    """The EXPERIMENTS' figures that RUN/eval/think.json and probe.json hold (think-first vs answer-first,
+    probing), under their chat names."""
     out = {}
-    for name in EXPERIMENTS:
+    for name, keys in EXPERIMENTS.items():
         path = Path(run_path) / "eval" / f"{name}.json"
         if path.exists():
             data = json.loads(path.read_text())
-            out |= {k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            out |= {ours: data[theirs] for theirs, ours in keys.items() if theirs in data}
     return out
 
 
