@@ -7,11 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from chatforge.errors import UserError
+from chatforge.infer.engine import Request, SamplingParams
 from chatforge.rl.common import load_task, pad, read_pairs
-from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, rl
+from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, rl, rollout
 from chatforge.runs import open_run
 from chatforge.tasks.arithmetic import Arithmetic
 from chatforge.tasks.common import reply_text
+from chatforge.tokenizer.bpe import load_tokenizer
 
 
 class FlakyTask(Arithmetic):
@@ -145,6 +147,33 @@ def test_read_pairs_plain_and_conversational(tmp_path):
     p.write_text('{"prompt": "x", "chosen": "y"}\n')
     with pytest.raises(UserError, match="pairs.jsonl:1"):
         read_pairs(p)
+
+
+def test_rollouts_train_on_sampled_tokens_only(micro_run):
+    """Tool outputs the engine pastes in (mask 0) stay out of the loss; an answer that ended gets its <|im_end|>."""
+    tok = load_tokenizer(micro_run / "tokenizer")
+
+    class Engine:  # answers as the real engine records them: one with a python call and its output, one cut off
+        def __init__(self):
+            self.tok, self.reqs = tok, []
+
+        def submit(self, prompt, params):
+            ids = [tok.special("<|python_start|>"), *tok.encode("6*7"), tok.special("<|python_end|>")]
+            out = [tok.special("<|output_start|>"), *tok.encode("42"), tok.special("<|output_end|>")]
+            text = tok.encode("6 * 7 = 42.")
+            req = Request(len(self.reqs), prompt, params, tokens=ids + out + text,
+                          mask=[1] * len(ids) + [0] * len(out) + [1] * len(text), done=True)
+            req.stats.stop_reason, req.stats.tool_calls = ("stop", 1) if len(self.reqs) % 2 == 0 else ("length", 1)
+            self.reqs.append(req)
+            return req
+
+    ex = {"messages": [{"role": "user", "content": "6*7?"}, {"role": "assistant", "content": "42"}], "answer": 42}
+    ended, cut = rollout(Engine(), Arithmetic(), [ex], 2, SamplingParams(), seed=0)
+    assert ended.tokens[-1] == tok.special("<|im_end|>") and ended.mask[-1] == 1 and ended.accuracy == 1
+    assert cut.tokens == ended.tokens[:-1] and cut.mask == ended.mask[:-1]
+    start, end = ended.tokens.index(tok.special("<|output_start|>")), ended.tokens.index(tok.special("<|output_end|>"))
+    assert ended.mask == [1] * start + [0] * (end + 1 - start) + [1] * (len(ended.tokens) - end - 1)
+    assert ended.tool_calls == 1
 
 
 def test_a_failing_verifier_is_zero_reward_logged_not_fatal(micro_run, tmp_path):
