@@ -25,6 +25,7 @@ from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.rl.common import load_task, pad, reply_of, token_logprobs
+from chatforge.rl.reward import load_reward_model
 from chatforge.tasks.common import Task
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
@@ -144,11 +145,7 @@ def rl(run, resume: bool = False) -> dict:
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
     task = load_task(rc.task)
-    scorer = None
-    if rc.reward == "model":
-        from chatforge.rl.reward import load_reward_model
-
-        scorer = load_reward_model(run.path / "reward", device)
+    scorer = load_reward_model(run.path / "reward", device) if rc.reward == "model" else None
     ckpt_dir = run.path / "rl"
     ckpt = load_state(ckpt_dir) if resume else None
     if ckpt is None:
