@@ -143,6 +143,8 @@ def sft(run, resume: bool = False, init: str = "base", out: str = "sft") -> dict
     sc = run.config.sft
     if sc.steps < 1 or sc.ckpt_every < 1:
         raise UserError(f"sft.steps and sft.ckpt_every must be >= 1, got {sc.steps} and {sc.ckpt_every}")
+    if sc.max_len > run.config.model.seq_len:
+        raise UserError(f"sft.max_len={sc.max_len} is longer than the model's context ({run.config.model.seq_len})")
     device = pick_device()
     keep_freed_memory()
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
