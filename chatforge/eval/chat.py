@@ -45,7 +45,7 @@ def mean(values: list[float]) -> float:
     return round(sum(values) / max(len(values), 1), 4)
 
 
-def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]], tools: Tools, identity: str,
+def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]], tools: Tools | None, identity: str,
                    questions: tuple[str, ...] = ()) -> dict:
     """Greedy replies to `examples` (and to `questions`, unscored) with `tools`, or without tools for an example
     marked "tools": False, all in one batch per engine, scored; `identity` is the name the assistant answers to:
