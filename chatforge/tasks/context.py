@@ -1,7 +1,8 @@
 """Reading from context: a short document in the user turn, as an uploaded file would be (meeting notes, a
 timetable, a bio, a receipt, a weather report), and a question answered from it: a time, a name, a number,
 a place. Each document holds two or more of the asked kind (two times, three cities), so the reply must copy
-the right one; it copies it verbatim into a short sentence.
+the right one: it quotes the document's line that holds the answer, as a tiny model copies a span whole far
+more easily than it rephrases one.
 
 Names, cities, times, prices, years and the other values are each hashed into a split (a third held out), the
 question forms and the framings around the document are each split's own, so a held-out document is never
@@ -67,6 +68,7 @@ QUESTIONS = {
         "price": ["How much did the {x} cost?", "What was the price of the {x}?"],
         "total": ["What was the total?", "How much was paid in total?"],
         "cashier": ["Who was the cashier?", "Who served the customer?"],
+        "minutes": ["Who takes the minutes?", "Who is writing the minutes?"],
         "temp": ["What is the {x} temperature?", "How warm is it in the {x}?"],
         "sky": ["What is the weather like in the {x}?", "How is the sky in the {x}?"],
         "sunset": ["When is sunset?", "What time does the sun set?"],
@@ -85,6 +87,7 @@ QUESTIONS = {
         "price": ["What did the {x} cost on this receipt?"],
         "total": ["What is the total amount on the receipt?"],
         "cashier": ["What is the name of the cashier?"],
+        "minutes": ["Who is responsible for the minutes?"],
         "temp": ["Tell me the temperature in the {x}."],
         "sky": ["What will the sky be like in the {x}?"],
         "sunset": ["At what time will the sun go down?"],
@@ -103,22 +106,23 @@ def _meeting(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
     e1, e2 = rng.sample(EVENTS, 2)
     t1, t2 = rng.sample(TIMES[split], 2)
     p1, p2, p3 = people
-    doc = (f"Meeting notes, {rng.choice(DAYS)}\nAttendees: {p1}, {p2}, {p3}\n{p1} leads the {e1} at {t1}.\n"
-           f"{p2} leads the {e2} at {t2}.\n{p3} takes the minutes.")
-    return doc, [("event_time", e1, t1, [t2], "The {x} is at {a}."), ("event_time", e2, t2, [t1], "The {x} is at {a}."),
-                 ("event_who", e1, p1, [p2, p3], "{a} leads the {x}."),
-                 ("event_who", e2, p2, [p1, p3], "{a} leads the {x}.")]
+    lines = [f"The {e1} is at {t1}, led by {p1}.", f"The {e2} is at {t2}, led by {p2}.",
+             f"The minutes are taken by {p3}."]
+    return f"Meeting notes, {rng.choice(DAYS)}\n" + "\n".join(lines), [
+        ("event_time", e1, t1, [t2], lines[0]), ("event_time", e2, t2, [t1], lines[1]),
+        ("event_who", e1, p1, [p2, p3], lines[0]), ("event_who", e2, p2, [p1, p3], lines[1]),
+        ("minutes", "", p3, [p1, p2], lines[2])]
 
 
 def _timetable(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
     c1, c2 = rng.sample(CITIES[split], 2)
     t1, t2 = sorted(rng.sample(TIMES[split], 2))
     platform, fare = rng.choice(SMALL[split]), rng.choice(PRICES[split])
-    doc = (f"{rng.choice(VEHICLES)} timetable: {c1} to {c2}, {rng.choice(DAYS)}\nLeaves {c1} at {t1} from platform "
-           f"{platform}.\nArrives in {c2} at {t2}.\nFare: {fare}.")
-    return doc, [("leave", c1, t1, [t2], "It leaves {x} at {a}."),
-                 ("arrive", c2, t2, [t1], "It arrives in {x} at {a}."),
-                 ("platform", "", platform, [], "Platform {a}."), ("fare", "", fare, [], "The fare is {a}.")]
+    lines = [f"It leaves {c1} at {t1} from platform {platform}.", f"It arrives in {c2} at {t2}.",
+             f"The ticket fare is {fare}."]
+    return f"{rng.choice(VEHICLES)} timetable, {rng.choice(DAYS)}\n" + "\n".join(lines), [
+        ("leave", c1, t1, [t2], lines[0]), ("arrive", c2, t2, [t1], lines[1]),
+        ("platform", "", platform, [], lines[0]), ("fare", "", fare, [], lines[2])]
 
 
 def _bio(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
@@ -127,38 +131,37 @@ def _bio(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
     y1, y2 = sorted(rng.sample(YEARS[split], 2))
     job = rng.choice(JOBS[split])
     pron = rng.choice(("She", "He"))
-    doc = (f"{p} was born in {c1} in {y1}. {pron} studied in {c2} and worked as a {job} from {y2}. "
-           f"{pron} now lives in {c3}.")
-    return doc, [("born_where", p, c1, [c2, c3], "{x} was born in {a}."),
-                 ("born_year", p, y1, [y2], "{x} was born in {a}."),
-                 ("lives", p, c3, [c1, c2], "{x} lives in {a}."), ("job", p, job, [], "{x} worked as a {a}.")]
+    lines = [f"{p} was born in {c1} in {y1}.", f"{pron} studied in {c2} and worked as a {job} from {y2}.",
+             f"{pron} now lives in {c3}."]
+    return " ".join(lines), [
+        ("born_where", p, c1, [c2, c3], lines[0]), ("born_year", p, y1, [y2], lines[0]),
+        ("lives", p, c3, [c1, c2], lines[2]), ("job", p, job, [], lines[1])]
 
 
 def _receipt(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
-    i1, i2, i3 = rng.sample(ITEMS[split], 3)
-    p1, p2, p3 = rng.sample(PRICES[split], 3)
-    cents = sum(int(x[1:].replace(".", "")) for x in (p1, p2, p3))
+    items = rng.sample(ITEMS[split], 3)
+    prices = rng.sample(PRICES[split], 3)
+    cents = sum(int(x[1:].replace(".", "")) for x in prices)
     total = f"${cents // 100}.{cents % 100:02d}"
-    doc = (f"Receipt, {rng.choice(CITIES[split])} store, {rng.choice(DAYS)} {rng.choice(TIMES[split])}\n"
-           f"{i1} {p1}\n{i2} {p2}\n{i3} {p3}\nTotal {total}\nCashier: {people[0]}")
-    prices = [p1, p2, p3, total]
-    return doc, [("price", i, p, [x for x in prices if x != p], "The {x} cost {a}.")
-                 for i, p in ((i1, p1), (i2, p2), (i3, p3))] + \
-        [("total", "", total, [p1, p2, p3], "The total was {a}."),
-         ("cashier", "", people[0], [], "The cashier was {a}.")]
+    lines = [f"1 x {i} {p}." for i, p in zip(items, prices, strict=True)]
+    lines += [f"Paid in total: {total}.", f"Served by the cashier {people[0]}."]
+    head = f"Receipt, {rng.choice(CITIES[split])} store, {rng.choice(DAYS)} {rng.choice(TIMES[split])}\n"
+    return head + "\n".join(lines), [
+        ("price", i, p, [x for x in [*prices, total] if x != p], line)
+        for i, p, line in zip(items, prices, lines, strict=False)] + [
+        ("total", "", total, prices, lines[3]), ("cashier", "", people[0], [], lines[4])]
 
 
 def _weather(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
     m, a = rng.sample(TEMPS[split], 2)
     s1, s2 = rng.sample(SKIES, 2)
     sunset, wind = rng.choice(TIMES[split]), rng.choice(SMALL[split])
-    doc = (f"Weather for {rng.choice(CITIES[split])}, {rng.choice(DAYS)}\nMorning: {m} degrees, {s1}.\n"
-           f"Afternoon: {a} degrees, {s2}.\nWind {wind} km/h. Sunset at {sunset}.")
-    return doc, [("temp", "morning", m, [a], "In the {x} it is {a} degrees."),
-                 ("temp", "afternoon", a, [m], "In the {x} it is {a} degrees."),
-                 ("sky", "morning", s1, [s2], "The {x} will be {a}."),
-                 ("sky", "afternoon", s2, [s1], "The {x} will be {a}."),
-                 ("sunset", "", sunset, [], "Sunset is at {a}.")]
+    lines = [f"In the morning: {m} degrees, {s1}.", f"In the afternoon: {a} degrees, {s2}.",
+             f"Wind {wind} km/h, sunset at {sunset}."]
+    return f"Weather for {rng.choice(CITIES[split])}, {rng.choice(DAYS)}\n" + "\n".join(lines), [
+        ("temp", "morning", m, [a], lines[0]), ("temp", "afternoon", a, [m], lines[1]),
+        ("sky", "morning", s1, [s2], lines[0]), ("sky", "afternoon", s2, [s1], lines[1]),
+        ("sunset", "", sunset, [], lines[2])]
 
 
 DOCUMENTS = (_meeting, _timetable, _bio, _receipt, _weather)
@@ -180,11 +183,11 @@ class Context(Task):
             firsts, lasts = rng.sample(FIRST[split], 3), rng.sample(LAST[split], 3)
             people = [f"{f} {last}" for f, last in zip(firsts, lasts, strict=True)]
             doc, facts = rng.choice(DOCUMENTS)(split, rng, people)
-            kind, x, answer, others, reply = rng.choice(facts)
+            kind, x, answer, others, line = rng.choice(facts)
             q = rng.choice(QUESTIONS[split][kind]).format(x=x)
             prompt = rng.choice(FRAMES[split]).format(doc=doc, q=q)
             out.append({"messages": [{"role": "user", "content": prompt},
-                                     {"role": "assistant", "content": reply.format(x=x, a=answer)}],
+                                     {"role": "assistant", "content": line}],
                         "answer": answer, "others": others})
         return out
 

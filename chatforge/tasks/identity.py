@@ -5,8 +5,10 @@ Ada, a ...") is honoured: it is then Ada, not the configured name. The question 
 some small talk. And it says its name only when asked: a quarter of the examples are other prompts
 (tasks/chat.py), whose reference replies don't name it; they count toward `identity_false_rate`.
 
-Both splits are built from question forms x openers x closers and persona names, each list its split's
-own, so no held-out prompt is a training prompt."""
+Both splits are built from question forms x openers x closers and persona names, each its split's own, so
+no held-out prompt is a training prompt."""
+
+import zlib
 
 from chatforge.config import Config
 from chatforge.tasks.chat import exchange, small_talk
@@ -53,11 +55,13 @@ ANSWERS = {
 }
 # what each question's answer must contain (the config field it states)
 ANSWER_FIELD = {"who": "name", "maker": "creator", "data": "trained_on", "can": "can_do", "cannot": "cannot_do"}
-# a system prompt that names another assistant, by names of its split's own
-PERSONAS = {"train": ["Ada", "Max", "Luna", "Orion", "Iris", "Felix", "Nova", "Sage", "Milo", "Zara", "Quill", "Juno",
-                      "Otto", "Pip", "Rhea", "Tess", "Vera", "Wren", "Kai", "Nico", "Lyra", "Bea", "Cleo", "Dax",
-                      "Echo", "Finn", "Gus", "Hana", "Ivo", "Jade"],
-            "test": ["Koa", "Lev", "Mira", "Nell", "Oz", "Pax", "Remy", "Sol", "Tam", "Uma", "Yara", "Zed"]}
+# a system prompt that names another assistant: hundreds of made-up names, each hashed into a split, so the reply
+# must copy the name from the prompt (with a few dozen, a tiny model learnt the names and ignored the prompt)
+SYLLABLES = ["ka", "lo", "mi", "ra", "te", "su", "vo", "ne", "di", "ba", "zu", "fe", "go", "ri", "ja", "po", "lu",
+             "si", "to", "wa", "el", "an"]
+PERSONA_NAMES = [(a + b).capitalize() for a in SYLLABLES for b in SYLLABLES if a != b]
+PERSONAS = {"train": [n for n in PERSONA_NAMES if zlib.crc32(n.encode()) % 5],  # one in 5 held out
+            "test": [n for n in PERSONA_NAMES if not zlib.crc32(n.encode()) % 5]}
 ROLES = {"train": ["a helpful assistant", "a friendly tutor for kids", "a cooking helper", "a travel guide",
                    "a customer support agent for a bank", "a writing coach", "a cheerful study buddy"],
          "test": ["a shopping assistant", "a patient math tutor", "a museum guide", "a fitness coach"]}
