@@ -71,8 +71,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "GRPO on a task's verifiable rewards (or the reward model's: RLHF) from the chat model (rl/)"),
     Stage("eval", "chatforge.eval.run:evaluate", "eval", ("pretrain",),
           "evaluate the run's checkpoints: val bits per byte vs the unigram baseline, chat tasks (eval/)"),
-    Stage("export", "", None, ("pretrain",), "export a checkpoint to transformers / GGUF (export/)",
-          not_built="export to transformers / GGUF is not built yet; checkpoints are safetensors + config.json"),
+    Stage("export", "chatforge.export.run:export", None, ("pretrain",),
+          "export a checkpoint as a transformers directory and a GGUF file with an Ollama Modelfile (export/)",
+          rerun=True),
     Stage("report", "chatforge.report:report", None, (),
           "summarise the run: stage times, bpb, samples, chat scores (report/report.md, loss.png)", rerun=True),
 ]}

@@ -237,3 +237,38 @@ def test_init_from_hf_refuses_another_tokenizer(hf_run, texts, tmp_path):
     opened = open_run(run, overrides={"pretrain.init_from": str(other_dir)}, save=False)
     with pytest.raises(ValueError, match=f"--tokenizer.from_dir={other_dir} --tokenizer.vocab_size=512 --force"):
         initial_model(opened, load_tokenizer(run / "tokenizer"), "cpu")
+
+
+def test_import_then_export_round_trip_bit_for_bit(micro_run, tmp_path):
+    """A run's export imports as a new run whose checkpoint and re-export are the same bits, and SFT continues."""
+    from safetensors.torch import load_file
+
+    from chatforge.runs import open_run
+    from chatforge.tokenizer.bpe import load_tokenizer
+
+    exported = micro_run / "export" / "hf-sft"
+    run = tmp_path / "imported"
+    chatforge("import", "hf", str(exported), "--run", str(run), "--preset", "micro")  # micro: SFT settings for a test
+    theirs, ours = load_file(run / "base" / "model.safetensors"), load_file(micro_run / "sft" / "model.safetensors")
+    assert theirs.keys() == ours.keys() and all(torch.equal(v, theirs[k]) for k, v in ours.items())
+    assert json.loads((run / "base" / "config.json").read_text()) == json.loads(
+        (micro_run / "sft" / "config.json").read_text())
+    tok, orig = load_tokenizer(run / "tokenizer"), load_tokenizer(micro_run / "tokenizer")
+    assert tok.enc._mergeable_ranks == orig.enc._mergeable_ranks and tok.enc._special_tokens == orig.enc._special_tokens
+    opened = open_run(run, save=False)
+    assert opened.config.model == open_run(micro_run, save=False).config.model
+    assert opened.stage_info("pretrain")["metrics"]["imported_from"] == str(exported.resolve())
+
+    chatforge("export", "hf", "--run", str(run), "--stage", "base")
+    again = load_file(run / "export" / "hf-base" / "model.safetensors")
+    first = load_file(exported / "model.safetensors")
+    assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
+    assert (run / "export" / "hf-base" / "tokenizer.json").read_text() == (exported / "tokenizer.json").read_text()
+
+    chatforge("sft", "--run", str(run), "--sft.steps=2", "--sft.ckpt_every=2")
+    assert (run / "sft" / "model.safetensors").exists()
+
+    proc = chatforge("import", "hf", str(exported), "--run", str(run), check=False)
+    assert proc.returncode == 2 and "import into a new --run directory" in proc.stderr
+    proc = chatforge("import", "hf", str(tmp_path), "--run", str(tmp_path / "other"), check=False)
+    assert proc.returncode == 2 and "no config.json" in proc.stderr

@@ -136,3 +136,42 @@ def load_hf_model(path: Path, seq_len: int, vocab_size: int | None = None) -> GP
         raise UserError(f"{path}: the weights do not fit a {hf.get('model_type')} model of this config: "
                         f"{str(e).splitlines()[1].strip()[:300]}") from None
     return model
+
+
+IMPORTED_STAGES = ("data", "tokenizer", "pretrain")  # what an imported model stands in for
+
+
+def import_hf(run, hf_dir: Path, seq_len: int | None = None) -> dict:
+    """`chatforge import hf`: a Llama/Qwen3 directory (ours from `chatforge export hf`, or another's) as the run's
+    tokenizer/ and base/ checkpoint, so `sft` and `rl` continue from it; the stages it stands in for are marked
+    done with where it came from. The run trains at `seq_len` (default: the model's max_position_embeddings)."""
+    from chatforge.model.checkpoint import save_checkpoint
+    from chatforge.runs import now
+    from chatforge.tokenizer.hf import load_hf_tokenizer, save_hf_tokenizer
+
+    hf_dir = Path(hf_dir)
+    if run.manifest["stages"]:
+        raise UserError(f"{run.path} already has stages ({', '.join(run.manifest['stages'])}); import into a new "
+                        f"--run directory")
+    if not (hf_dir / "config.json").exists():
+        raise UserError(f"no config.json in {hf_dir}: give a transformers model directory")
+    if not is_hf_checkpoint(hf_dir):
+        raise UserError(f"{hf_dir / 'config.json'} names no model type: not a transformers model directory")
+    hf = json.loads((hf_dir / "config.json").read_text())
+    seq_len = seq_len or hf.get("max_position_embeddings")
+    if not seq_len:
+        raise UserError(f"{hf_dir / 'config.json'} has no max_position_embeddings; add --model.seq_len=N")
+    tok = load_hf_tokenizer(hf_dir)
+    model = load_hf_model(hf_dir, seq_len, tok.vocab_size)
+    tok.save(run.path / "tokenizer")
+    save_hf_tokenizer(tok, run.path / "tokenizer" / "tokenizer.json")
+    save_checkpoint(run.path / "base", model)
+    run.config.model, run.config.tokenizer.vocab_size = model.cfg, model.cfg.vocab_size
+    run.config.sft.max_len = min(run.config.sft.max_len, seq_len)  # SFT rows within the model's context
+    metrics = {"imported_from": str(hf_dir.resolve()), "params": model.num_params()}
+    for stage in IMPORTED_STAGES:
+        run.manifest["stages"][stage] = {"status": "done", "finished": now(), "seconds": 0.0, "metrics": metrics}
+    run.save()
+    print(f"import: {hf_dir} -> {run.path} ({model.num_params() / 1e6:.2f}M parameters, vocabulary "
+          f"{tok.vocab_size}, context {seq_len}); continue with `chatforge sft --run {run.path}`")
+    return metrics
