@@ -69,6 +69,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "(probe/, eval/probe.json)"),
     Stage("rl", "chatforge.rl.grpo:rl", "rl", ("sft",),
           "GRPO on a task's verifiable rewards (or the reward model's: RLHF) from the chat model (rl/)"),
+    Stage("index", "chatforge.infer.search:index_stage", None, ("data",),
+          "index the documents for the search tool: BM25 over passages (index/), which chat and eval search"),
     Stage("eval", "chatforge.eval.run:evaluate", "eval", ("pretrain",),
           "evaluate the run's checkpoints: val bits per byte vs the unigram baseline, chat tasks (eval/)"),
     Stage("export", "chatforge.export.run:export", None, ("pretrain",),

@@ -70,3 +70,14 @@ def test_conversations_render_within_the_tiny_context():
         lengths = [len(render(tok, e["messages"])[0]) for e in examples(split)]
         assert max(lengths) <= CONFIG.sft.max_len
     assert all(reply_text(e["messages"][-1]["content"]) for e in examples("train"))
+
+
+def test_speedrun_indexes_the_fact_documents_and_a_name_finds_its_person(micro_run):
+    from chatforge.infer.search import LocalSearch
+    from chatforge.runs import open_run
+
+    config = open_run(micro_run, save=False).config
+    person = next(p for p in facts.people(config.data.facts) if p.exposure == facts.KNOWN_EXPOSURE)
+    hits = LocalSearch(micro_run / "index").search(person.name, config.tools.top_k)
+    assert hits and all(h.doc_id.startswith("facts/") for h in hits)
+    assert person.name in hits[0].text

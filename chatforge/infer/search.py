@@ -151,6 +151,12 @@ def build_index(data_dir: Path, out_dir: Path, words: int = PASSAGE_WORDS, dense
     return {"documents": len(set(rows["doc_id"])), "passages": len(rows["text"]), "dense": dense}
 
 
+def index_stage(run, resume: bool = False) -> dict:
+    """The `index` stage: the BM25 index of the run's documents (fact documents included) that the search tool,
+    its training examples and the chat evaluation read; `chatforge data index --dense` adds embeddings."""
+    return build_index(run.path / "data", run.path / "index")
+
+
 class LocalSearch:
     """An index written by build_index: BM25, or with hybrid BM25 and dense fused by rank."""
 
