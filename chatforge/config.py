@@ -156,7 +156,7 @@ class RLConfig:
     scale_rewards: bool = True  # divide advantages by the group's std; false: Dr. GRPO (Liu et al., 2025)
     accuracy_weight: float = 1.0
     format_weight: float = 0.1  # reward for <think>...</think> followed by an answer
-    tools: bool = False  # the rollouts may call the python tool (its output is not trained on)
+    tools: bool = True  # the rollouts may call the python tool, as tasks' answers do (its output is not trained on)
     ignore_eos: bool = False  # sample every answer to max_tokens: fixed lengths for bench/rl.py
     lr: float = 1e-4
     train_examples: int = 4000  # the pool of train-split prompts
