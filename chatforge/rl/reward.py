@@ -183,7 +183,7 @@ def train_reward(run, resume: bool = False) -> dict:
     save_file({k: v.detach().cpu().contiguous() for k, v in rm.head.state_dict().items()}, out / "head.safetensors")
     print("reward: held-out pairwise accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     figures = {"rm_pair_acc": acc.pop("all"), "rm_pair_acc_by_type": acc, "rm_pairs": [len(train), len(test)],
-               "train_seconds": round(time.time() - t0, 1)}
+               "rm_train_seconds": round(time.time() - t0, 1)}
     write_json(out / "pair_acc.json", figures)  # for `chatforge eval rl`
     return figures
 
