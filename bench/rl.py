@@ -118,8 +118,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     run_path = Path(args.run)
-    # the speed comparison: a small step so TRL's side fits the budget too
-    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.0)
+    # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none
+    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.0, tools=False)
     steps = 2 if args.quick else 4
     out: dict = {"mode": "quick" if args.quick else "full", "speed_settings": settings, "timed_steps": steps}
     with tempfile.TemporaryDirectory(prefix="bench_rl_") as tmp:
