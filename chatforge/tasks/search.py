@@ -12,7 +12,7 @@ import functools
 import re
 
 from chatforge.config import Config
-from chatforge.data.facts import Person, documents
+from chatforge.data.facts import Person, documents, people
 from chatforge.infer.search import Passage, format_results, split_passages
 from chatforge.tasks.common import Task, reply_text, split_rng
 from chatforge.tasks.facts import ANSWERS, ATTRIBUTES, answer, is_right, split_people, value
@@ -40,19 +40,25 @@ REQUESTS = {
 
 
 @functools.lru_cache(maxsize=4)
-def fact_passages(n_people: int) -> tuple[Passage, ...]:
-    """The fact documents' passages as the run's index holds them."""
-    return tuple(Passage(doc_id, "", text, 0.0) for doc_id, doc in documents(n_people) for text in split_passages(doc))
+def fact_passages(n_people: int) -> dict[str, list[Passage]]:
+    """The fact documents' passages as the run's index holds them, by the names (full, and first alone) in them."""
+    names = {p.name for p in people(n_people)} | {p.name.split()[0] for p in people(n_people)}
+    found: dict[str, list[Passage]] = {name: [] for name in names}
+    for doc_id, doc in documents(n_people):
+        for text in split_passages(doc):
+            words = re.findall(r"[A-Za-z]+", text)
+            for name in ({f"{a} {b}" for a, b in zip(words, words[1:], strict=False)} | set(words)) & names:
+                found[name].append(Passage(doc_id, "", text, 0.0))
+    return found
 
 
-def results(person: Person, passages: tuple[Passage, ...], k: int, rng) -> str:
-    """What a search for the person's name returns: passages naming the person first, then partial matches."""
-    hits = [p for p in passages if re.search(rf"\b{person.name}\b", p.text)]
-    hits = rng.sample(hits, min(k, len(hits)))
-    first = person.name.split()[0]
-    partial = [p for p in passages if first in p.text and p not in hits] or list(passages)
-    hits += rng.sample(partial, min(k - len(hits), len(partial)))
-    return format_results(hits)
+def results(person: Person, n_people: int, k: int, rng) -> str:
+    """What a search for the person's name returns: passages naming the person first, then partial matches (the
+    first name alone), as BM25 ranks them."""
+    found = fact_passages(n_people)
+    hits = rng.sample(found[person.name], min(k, len(found[person.name])))
+    partial = [p for p in found[person.name.split()[0]] if p not in hits]
+    return format_results(hits + rng.sample(partial, min(k - len(hits), len(partial))))
 
 
 class Search(Task):
@@ -61,13 +67,12 @@ class Search(Task):
     def examples(self, split: str, n: int, seed: int, config: Config) -> list[dict]:
         rng = split_rng(self.name, split, seed)
         people = split_people(config, split)
-        passages = fact_passages(config.data.facts)
         out = []
         for _ in range(n):
             person, attribute = rng.choice(people), rng.choice(ATTRIBUTES)
             q = rng.choice(REQUESTS[split][attribute]).format(name=person.name)
             reply = [{"type": "search", "text": person.name},
-                     {"type": "output", "text": results(person, passages, config.tools.top_k, rng)},
+                     {"type": "output", "text": results(person, config.data.facts, config.tools.top_k, rng)},
                      {"type": "text", "text": answer(person, rng.choice(ANSWERS[attribute]))}]
             out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": reply}],
                         "name": person.name, "attribute": attribute, "answer": value(person, attribute)})
