@@ -30,7 +30,7 @@ from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards
 
 CHAT_PROMPTS = ("Who are you?", "What is 12 + 7?", "Hello")
-CHAT_STAGES = ("sft", "rl")  # the checkpoints trained to answer in the chat format
+CHAT_STAGES = ("sft", "probe", "rl")  # the checkpoints trained to answer in the chat format
 NOT_BUILT: dict[str, str] = {}
 
 
