@@ -3,10 +3,10 @@
 
 The call copies the word with the tokens it has in the question. The split regex glues a leading space to a
 word and reads `'s` as a contraction, so `'strawberry'` at the start of code is `'s t raw ber ry` while the
-question's ` strawberry` is ` st raw ber ry`. The call therefore assigns the word as the question writes it,
-after `= `: a bare word inside double quotes with its space (`w = " strawberry"`), a quoted word with its quotes
-(`w = 'strawberry'` gives ` ' st raw ber ry '`, as ` 'strawberry'` does in the question); then one expression
-on `w`. Words are split between training and held-out by a hash, and the splits phrase questions differently.
+question's ` strawberry` is ` st raw ber ry`. The call therefore assigns the word after `= ` as the question
+writes it: a bare word inside double quotes with its space (`w = " strawberry"`: ` st raw ber ry`), a quoted word
+with its quotes (`w = 'strawberry'`: ` '` then `st raw ber ry`, as in the question's ` 'strawberry'`); then one
+expression on `w`. Words are split between training and held-out by a hash, and the splits phrase questions differently.
 """
 
 import random
