@@ -213,7 +213,7 @@ def cmd_import(args, overrides) -> None:
 
 
 # Post-training runs made on demand, outside the pipeline's stages (speedrun does not run them): name -> (function
-# "module:function" called as fn(run), help). Each writes its own directory in the run.
+# "module:function" called as fn(run), help). Each writes its own directory in the run and is redone whole.
 ON_DEMAND = {
     "reward": ("chatforge.rl.reward:train_reward",
                "train a reward model (Bradley-Terry) on preference pairs from rl.task and files (reward/)"),
@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--type", default="f32", help="GGUF tensor type: f32, f16 or q8_0 (default: f32)")
             p.set_defaults(fn=cmd_export)
     for name, (_, text) in ON_DEMAND.items():
-        p = sub.add_parser(name, help=text, description=text, parents=[stage_opts], epilog=settings_help(name))
+        p = sub.add_parser(name, help=text, description=text, parents=[run_opts], epilog=settings_help(name))
+        p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
         p.set_defaults(fn=cmd_on_demand)
     built = ", ".join(s.name for s in STAGES.values() if not s.not_built)
     text = f"run every built stage in order ({built}); the report ends with a summary"

@@ -43,7 +43,7 @@ def teacher_traces(run) -> tuple[list[dict], dict]:
                   "kept": len(rows)}
 
 
-def distill(run, resume: bool = False) -> dict:
+def distill(run) -> dict:
     """`chatforge distill`: the teacher's traces -> distill_data/train.jsonl, then this run's sft stage again with
     the file in its mixture (sft/ becomes the distilled model)."""
     t0 = time.time()

@@ -58,7 +58,7 @@ def answer_pairs(task: Task, n: int, seed: int, config) -> list[tuple[list[dict]
     return out
 
 
-def dpo(run, resume: bool = False) -> dict:
+def dpo(run) -> dict:
     """`chatforge dpo`: sft/ checkpoint + pairs -> dpo/ checkpoint, metrics/dpo.jsonl. Minutes at most: a run is
     redone whole."""
     dc = run.config.dpo

@@ -133,7 +133,7 @@ def load_reward_model(ckpt_dir: Path, device: str) -> RewardModel:
     return rm.to(device).eval()
 
 
-def train_reward(run, resume: bool = False) -> dict:
+def train_reward(run) -> dict:
     """`chatforge reward`: sft/ checkpoint + pairs -> reward/ (the trunk's checkpoint + head.safetensors),
     metrics/reward.jsonl; returns the held-out pairwise accuracy, overall and per type. Minutes at most: a run
     is redone whole."""
