@@ -2,6 +2,7 @@ import json
 import math
 
 import torch
+from conftest import chatforge
 from test_grpo import rl_run
 
 from chatforge.eval.run import evaluate
@@ -49,3 +50,9 @@ def test_dpo_stage_and_rl_evaluation(micro_run, tmp_path):
     assert figures["rl_task"] == "arithmetic" and figures["n"] == run.config.rl.eval_examples
     assert figures["dpo_gain_pts"] == round(100 * (figures["dpo_acc"] - figures["sft_acc"]), 2)
     assert figures["rl_gain_pts"] is None and (run.path / "eval" / "rl.json").exists()
+
+
+def test_on_demand_commands_need_the_chat_model(tmp_path):
+    for cmd in ("dpo", "reward", "distill"):
+        out = chatforge(cmd, "--run", str(tmp_path / "new"), "--preset", "micro", check=False)
+        assert out.returncode == 2 and "stage 'sft' has not finished" in out.stderr
