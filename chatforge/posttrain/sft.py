@@ -103,7 +103,7 @@ def packed_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, doc: torch.Tensor,
 
 
 def prepare_data(run, tok: Tokenizer, out: str = "sft") -> tuple[list, list, dict]:
-    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to sft_data/{train,val}.jsonl,
+    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to OUT_data/{train,val}.jsonl,
     render them and pack each split into rows of sft.max_len + 1 tokens (pack). Conversations that do not render,
     are longer than a row (`too_long`) or have no assistant token are counted and skipped; the stats also count
     the conversations taken per source and split, and how full the training rows are (`row_fill`)."""
