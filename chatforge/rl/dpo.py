@@ -21,7 +21,7 @@ from chatforge.rl.reward import as_parts, edit_answer, wrong_number
 from chatforge.tasks.common import Task
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render
-from chatforge.train import MetricsLog, batch_indices
+from chatforge.train import MetricsLog, batch_indices, progress_bar
 
 EVAL_BATCH = 32
 
@@ -85,6 +85,7 @@ def dpo(run) -> dict:
     log = MetricsLog(run.path / "metrics" / "dpo.jsonl")
     print(f"dpo: {len(encoded)} pairs, {dc.steps} steps of {dc.batch_size}, beta {dc.beta}")
     t0 = time.time()
+    bar = progress_bar("dpo", dc.steps, 0)
     for step in range(1, dc.steps + 1):
         idx = batch_indices(len(encoded), (step - 1) * dc.batch_size, dc.batch_size, dc.seed)
         both = sequence_logprobs(model, [encoded[i][0] for i in idx] + [encoded[i][1] for i in idx], device, dtype)
@@ -95,6 +96,9 @@ def dpo(run) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         log.write(step, loss=round(loss.item(), 4), reward_acc=round(stats["reward_acc"], 4))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1)
+    bar.close()
     save_checkpoint(run.path / "dpo", model)
     print(f"dpo: loss {loss.item():.4f} after {dc.steps} steps, {time.time() - t0:.0f}s")
     return {"steps": dc.steps, "pairs": len(encoded), "loss": round(loss.item(), 4),

@@ -29,7 +29,7 @@ from chatforge.runs import write_json
 from chatforge.tasks.common import NUMBER, Task, reply_text
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
-from chatforge.train import MetricsLog, batch_indices
+from chatforge.train import MetricsLog, batch_indices, progress_bar
 
 FILLER = ["Let me say a bit more about this.", "This is a very interesting question.",
           "I hope that this answer is helpful to you.", "There is a lot that could be said here.",
@@ -163,6 +163,7 @@ def train_reward(run) -> dict:
     log = MetricsLog(run.path / "metrics" / "reward.jsonl")
     print(f"reward: {len(train)} train / {len(test)} held-out pairs, {wc.steps} steps of {wc.batch_size}")
     t0 = time.time()
+    bar = progress_bar("reward", wc.steps, 0)
     for step in range(1, wc.steps + 1):
         idx = batch_indices(len(train), (step - 1) * wc.batch_size, wc.batch_size, wc.seed)
         seqs = [train[i][1] for i in idx] + [train[i][2] for i in idx]
@@ -175,6 +176,9 @@ def train_reward(run) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         log.write(step, loss=round(loss.item(), 4))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1)
+    bar.close()
     rm.eval()
     acc = pair_accuracy(rm, test, device)
     log.write(wc.steps, **{f"acc_{k}": v for k, v in acc.items()})
