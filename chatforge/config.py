@@ -145,7 +145,7 @@ class RLConfig:
     reward model (RLHF), plus a format reward."""
     task: str = "arithmetic"  # a task of chatforge.tasks.TASKS, or a user's "module:function" returning a Task
     reward: str = "task"  # task: the verifier's score | model: the reward model in reward/ (RLHF)
-    steps: int = 30
+    steps: int = 20
     prompts: int = 8  # prompts per step
     group: int = 8  # samples per prompt (G)
     max_tokens: int = 64  # sampled tokens per answer
@@ -285,7 +285,7 @@ PRESETS: dict[str, dict] = {
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
     "tiny": dict(depth=4, vocab=4096, seq_len=512, model=dict(qk_norm=False), pretrain=dict(batch_size=8, compile=True),
-                 data=dict(facts=256), sft=dict(max_len=512)),
+                 data=dict(facts=256), sft=dict(max_len=512), rl=dict(max_minutes=3.0)),  # the demo's RL budget
     "small": dict(depth=6, vocab=8192, seq_len=512, data=dict(facts=256),
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
