@@ -347,6 +347,16 @@ def test_disconnect_cancels_and_frees_the_row(server, monkeypatch):
     still_serving(server.client())
 
 
+def test_a_client_that_gives_up_on_a_whole_reply_cancels_it(server, monkeypatch):
+    slow_step(monkeypatch)
+    before = server.metrics()["chatforge_requests_cancelled_total"]
+    body = {"model": "base", "prompt": "The king", "max_tokens": 50, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", json=body, timeout=0.3)
+    wait_for(lambda: server.metrics()["chatforge_requests_cancelled_total"] == before + 1)
+    assert server.metrics()["chatforge_requests_running"] == 0
+
+
 def test_reply_sorts_reasoning_tool_calls_and_answer(micro_run):
     tok = load_tokenizer(micro_run / "tokenizer")
     reply = Reply(tok)

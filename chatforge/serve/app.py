@@ -372,13 +372,25 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
             scheduler.submit(job)
         return jobs
 
-    async def chunks(jobs: list[Job]) -> AsyncIterator[tuple[int, Chunk]]:
-        """(choice index, chunk) for every job until all are done; leaving early cancels the rest."""
+    async def chunks(jobs: list[Job], request: Request | None = None) -> AsyncIterator[tuple[int, Chunk]]:
+        """(choice index, chunk) for every job until all are done; leaving early cancels the rest. With `request`
+        (a reply that is not streamed: nothing is sent that would fail), it also ends when the client is gone."""
         index = {job: i for i, job in enumerate(jobs)}
-        live = len(jobs)
+        live, loop = len(jobs), asyncio.get_running_loop()
+        check = loop.time() + 0.25  # when to ask whether the client is still there
         try:
             while live:
-                job, chunk = await jobs[0].queue.get()
+                if request is not None and loop.time() >= check:
+                    if await request.is_disconnected():
+                        return
+                    check = loop.time() + 0.25
+                if request is None:
+                    job, chunk = await jobs[0].queue.get()
+                else:
+                    try:
+                        job, chunk = await asyncio.wait_for(jobs[0].queue.get(), 0.25)
+                    except TimeoutError:
+                        continue
                 if chunk.error:
                     raise ApiError(500, f"the model failed: {chunk.error}")
                 live -= chunk.done
@@ -437,7 +449,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         return {"name": name, "text": text[: limits.extract_chars], "chars": len(text), "truncated": cut}
 
     @app.post("/v1/chat/completions", dependencies=v1)
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest, request: Request):
         if not body.messages:
             raise ApiError(400, "messages must not be empty", "messages")
         engine = await engine_for(body.model)
@@ -457,7 +469,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         if body.stream:
             return StreamingResponse(chat_stream(jobs, replies, head, extra, body), media_type="text/event-stream")
         logprobs = [[] for _ in jobs]
-        async for i, chunk in chunks(jobs):
+        async for i, chunk in chunks(jobs, request):
             replies[i].feed(chunk)
             logprobs[i] += chunk.logprobs
         choices = [{"index": i, "message": r.message(), "finish_reason": job.req.stats.stop_reason,
@@ -487,7 +499,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         yield "data: [DONE]\n\n"
 
     @app.post("/v1/completions", dependencies=v1)
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         engine = await engine_for(body.model)
         context = contexts[body.model]
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -510,7 +522,7 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         if body.stream:
             return StreamingResponse(completion_stream(jobs, head, first, body), media_type="text/event-stream")
         out, items = [text for text, _ in first], [list(lp) for _, lp in first]
-        async for i, chunk in chunks(jobs):
+        async for i, chunk in chunks(jobs, request):
             out[i] += chunk.text
             items[i] += chunk.logprobs
         choices = [{"index": i, "text": out[i], "logprobs": legacy_logprobs(tok, items[i], 0) if want else None,
