@@ -11,6 +11,7 @@ import httpx2 as httpx
 import openai
 import pytest
 import uvicorn
+from conftest import chatforge
 from test_engine import alone
 
 from chatforge.infer.tools import Tools
@@ -420,3 +421,11 @@ def test_an_engine_failure_is_a_500_and_the_next_request_gets_a_fresh_engine(ser
     with pytest.raises(openai.InternalServerError, match="boom"):
         ask(client, "Hi")
     still_serving(client)
+
+
+def test_cli_says_when_the_port_is_taken(micro_run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out = chatforge("serve", "--run", str(micro_run), "--port", str(s.getsockname()[1]), check=False)
+    assert out.returncode == 2 and "pick another --port" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -10,6 +10,8 @@ import asyncio
 import dataclasses
 import hmac
 import json
+import socket
+import sys
 import time
 import uuid
 from collections import Counter
@@ -564,7 +566,16 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_k
           limits: ServeLimits | None = None) -> None:
     import uvicorn
 
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind((host, port))
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
     app = create_app(run_path, api_key, limits)
     print(f"chatforge serve: {run_path} at http://{host}:{port}/ (OpenAI API at http://{host}:{port}/v1)"
           f"{'; API key required' if api_key else ''}", flush=True)
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"chatforge serve: warning: {host} is reachable from other machines and no --api-key is set",
+              file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
