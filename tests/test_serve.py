@@ -153,6 +153,13 @@ def test_completions_echo_and_logprobs(client, micro_run):
     assert streamed == choice.text
 
 
+def test_null_is_the_default(server):
+    body = {"model": "sft", "messages": [{"role": "user", "content": "Hi"}], "temperature": None, "top_p": None,
+            "n": None, "stop": None, "seed": None, "max_tokens": 3, "logprobs": None, "stream": None}
+    r = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1
+
+
 def test_chat_on_a_base_model(client):
     r = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "Hi"}], **GREEDY)
     assert isinstance(r.choices[0].message.content, str)

@@ -25,7 +25,7 @@ from fastapi import Depends, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException
 
 from chatforge.errors import UserError
@@ -94,6 +94,12 @@ class Sampling(BaseModel):
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def null_is_default(cls, data):
+        """Many clients send `"temperature": null` for "not set"."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class ChatRequest(Sampling):
