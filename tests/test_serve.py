@@ -17,7 +17,7 @@ from test_engine import alone
 from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model
 from chatforge.serve.app import Reply, ServeLimits, create_app
-from chatforge.serve.scheduler import Chunk, ServeEngine
+from chatforge.serve.scheduler import Chunk, Job, ServeEngine
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 
@@ -436,3 +436,16 @@ def test_cli_says_when_the_port_is_taken(micro_run):
         s.listen()
         out = chatforge("serve", "--run", str(micro_run), "--port", str(s.getsockname()[1]), check=False)
     assert out.returncode == 2 and "pick another --port" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_each_request_runs_only_the_tools_it_enabled(micro_run):
+    tok = load_tokenizer(micro_run / "tokenizer")
+    engine = ServeEngine(load_model(micro_run / "sft"), tok, max_batch=2, tools=Tools(python=True))
+    start, end = tok.special("<|python_start|>"), tok.special("<|python_end|>")
+    outputs = []
+    for tools in (None, Tools(python=False)):  # the engine's tools, then a request that turned python off
+        req = engine.submit(render_prompt(tok, [{"role": "user", "content": "Hi"}]))
+        engine.jobs[req] = Job(engine, req.prompt, req.params, tools=tools)
+        req.tokens = [start, *tok.encode("6*7"), end]  # the model's call, as if sampled
+        outputs.append(tok.decode(engine._tool_output(req, end)[1:-1]))
+    assert outputs[0] == "42" and "not enabled" in outputs[1]
