@@ -2,6 +2,7 @@
 serving the micro run's checkpoints."""
 
 import json
+import shutil
 import socket
 import threading
 import time
@@ -449,3 +450,19 @@ def test_each_request_runs_only_the_tools_it_enabled(micro_run):
         req.tokens = [start, *tok.encode("6*7"), end]  # the model's call, as if sampled
         outputs.append(tok.decode(engine._tool_output(req, end)[1:-1]))
     assert outputs[0] == "42" and "not enabled" in outputs[1]
+
+
+def test_a_run_with_only_a_base_model(micro_run, tmp_path):
+    for d in ("base", "tokenizer"):
+        shutil.copytree(micro_run / d, tmp_path / d)
+    s = Server(tmp_path)
+    try:
+        client = s.client()
+        assert [(m.id, m.model_extra["kind"]) for m in client.models.list().data] == [("base", "base")]
+        r = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "Hi"}], **GREEDY)
+        assert r.usage.completion_tokens >= 1
+        assert client.completions.create(model="base", prompt="The", max_tokens=3).usage.completion_tokens >= 1
+        with pytest.raises(openai.NotFoundError):
+            ask(client, "Hi")  # no sft
+    finally:
+        s.stop()
