@@ -10,7 +10,8 @@ Figures (greedy, one thread unless --threads):
   model/gpt.py's KVCache, what the engine replaced) as a second anchor.
   aggregate tokens/s with 16 concurrent requests (16 different prompts through the engine's
   continuous batching) vs the same requests one at a time, end to end.
-  llama.cpp f32: null until the GGUF export exists.
+  llama.cpp (llama-cpp-python, the dev extra) on the same weights exported as an f32 GGUF
+  (chatforge/export/gguf.py), same threads: null without llama-cpp-python or the run's tokenizer.
 The anchors run interleaved with ours, `--repeats` times; rates are medians, ratios the median of
 the per-repeat ratios (the machine is shared: load drifts between repeats), with the load average.
 --compare-ref PATH runs these same measurements on the chatforge package of another checkout and on this
@@ -25,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,6 +73,30 @@ def hf_generate(hf, prompt: list[int], n: int) -> None:
     assert out.size(1) == len(prompt) + n
 
 
+def llamacpp_model(run: str | None, model: GPT, threads: int):
+    """llama.cpp on the model's f32 GGUF (the run's tokenizer goes into the file), or None where it cannot run."""
+    try:
+        import llama_cpp
+
+        from chatforge.export.gguf import write_gguf
+        from chatforge.tokenizer.bpe import load_tokenizer
+    except ImportError:
+        return None
+    if not run or not (Path(run) / "tokenizer" / "tokenizer.tiktoken").exists():
+        return None
+    path = Path(tempfile.mkdtemp()) / "bench-f32.gguf"
+    write_gguf(model, load_tokenizer(Path(run) / "tokenizer"), path, "f32", chat=False, name="bench")
+    return llama_cpp.Llama(model_path=str(path), n_ctx=model.cfg.seq_len, n_threads=threads,
+                           n_threads_batch=threads, verbose=False)
+
+
+def llamacpp_generate(llm, prompt: list[int], n: int) -> None:
+    llm.reset()
+    for i, _ in enumerate(llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)):
+        if i + 1 == n:
+            return
+
+
 def decode_rate(fn, n: int) -> float:
     """(n - 1) new tokens per second once the first one is out."""
     return (n - 1) / max(timed(lambda: fn(n)) - timed(lambda: fn(1)), 1e-9)
@@ -90,9 +116,9 @@ def compare(args: argparse.Namespace) -> None:
         print(f"pair {r + 1}: " + ", ".join(f"{k} {runs['old'][-1][k]} -> {runs['new'][-1][k]}"
                                            for k in ("decode_vs_hf", "batch16_vs_batch1")), file=sys.stderr)
     result = {"old": roots["old"], "new": roots["new"]}
-    for k in ("decode_vs_hf", "batch16_vs_batch1", "compiled_decode_vs_hf", "engine_decode_tok_s",
-              "hf_generate_decode_tok_s", "batch1_tok_s", "batch16_tok_s"):
-        pairs = [(o[k], n[k]) for o, n in zip(runs["old"], runs["new"], strict=True) if o[k] is not None]
+    for k in ("decode_vs_hf", "batch16_vs_batch1", "compiled_decode_vs_hf", "decode_vs_llamacpp_f32",
+              "engine_decode_tok_s", "hf_generate_decode_tok_s", "batch1_tok_s", "batch16_tok_s"):
+        pairs = [(o[k], n[k]) for o, n in zip(runs["old"], runs["new"], strict=True) if o.get(k) is not None]
         if pairs:
             result[k] = {"old": round(statistics.median(o for o, _ in pairs), 2),
                          "new": round(statistics.median(n for _, n in pairs), 2),
@@ -128,6 +154,7 @@ def main() -> None:
     hf = to_hf_model(model)
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
+    llm = llamacpp_model(args.run, model, args.threads)
     print(f"weights: {source}, {model.num_params() / 1e6:.2f}M parameters; {n} new tokens; {args.threads} thread(s); "
           f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     ours(engine, [prompt], 8), hf_generate(hf, prompt, 8), kv_loop(model, prompt, 8)  # warm-up
@@ -135,12 +162,17 @@ def main() -> None:
     rates: dict[str, list[float]] = {"engine": [], "hf": [], "kv_loop": [], "batch1": [], "batch16": []}
     if compiled:
         rates |= {"compiled": [], "batch16_compiled": []}
+    if llm:
+        rates["llamacpp"] = []
+        llamacpp_generate(llm, prompt, 8)  # warm-up
     for r in range(args.repeats):
         rates["engine"].append(decode_rate(lambda k: ours(engine, [prompt], k), n))
         if compiled:
             rates["compiled"].append(decode_rate(lambda k: ours(compiled, [prompt], k), n))
         rates["hf"].append(decode_rate(lambda k: hf_generate(hf, prompt, k), n))
         rates["kv_loop"].append(decode_rate(lambda k: kv_loop(model, prompt, k), n))
+        if llm:
+            rates["llamacpp"].append(decode_rate(lambda k: llamacpp_generate(llm, prompt, k), n))
         t0 = time.perf_counter()
         done = sum(ours(engine, [p], n) for p in prompts)  # the 16 requests one after another
         rates["batch1"].append(done / (time.perf_counter() - t0))
@@ -166,7 +198,9 @@ def main() -> None:
         "decode_vs_hf": ratio("engine", "hf"),
         "decode_vs_kv_loop": ratio("engine", "kv_loop"),
         "compiled_decode_vs_hf": ratio("compiled", "hf") if compiled else None,
-        "decode_vs_llamacpp_f32": None,  # no GGUF export yet
+        "llamacpp_f32_decode_tok_s": round(med["llamacpp"], 1) if llm else None,
+        "decode_vs_llamacpp_f32": ratio("engine", "llamacpp") if llm else None,
+        "compiled_decode_vs_llamacpp_f32": ratio("compiled", "llamacpp") if llm and compiled else None,
         "batch1_tok_s": round(med["batch1"], 1),
         "batch16_tok_s": round(med["batch16"], 1),
         "batch16_vs_batch1": ratio("batch16", "batch1"),

@@ -120,13 +120,14 @@ def test_base_model_export_ends_documents(tok, tmp_path):
 
 
 def test_export_stage_in_speedrun_and_cli(micro_run):
-    from chatforge.runs import open_run
+    from chatforge.runs import checkpoints, open_run
 
-    run = open_run(micro_run, save=False)
+    run, last = open_run(micro_run, save=False), checkpoints(micro_run)[-1]
     assert run.is_done("export")
-    assert run.stage_info("export")["metrics"] == {"stage": "sft", "hf": "export/hf-sft", "gguf": "export/sft-f32.gguf"}
-    card = (micro_run / "export" / "hf-sft" / "README.md").read_text()
-    assert "| pretrain | done |" in card and "Gutenberg" in card and "BBC" in card
+    assert run.stage_info("export")["metrics"] == {"stage": last, "hf": f"export/hf-{last}",
+                                                   "gguf": f"export/{last}-f32.gguf"}
+    card = (micro_run / "export" / f"hf-{last}" / "README.md").read_text()
+    assert "| pretrain |" in card and "val_bpb" in card and "Gutenberg" in card and "BBC" in card
     chatforge("export", "hf", "--run", str(micro_run), "--stage", "base")
     config = json.loads((micro_run / "export" / "hf-base" / "config.json").read_text())
     assert config["architectures"] == ["Qwen3ForCausalLM"]  # the micro preset has QK-norm
