@@ -7,6 +7,8 @@ greeting, thanks with "welcome", a goodbye with "bye", a tip names its topic, a 
 and says "means", a yes/no question gets the right first word; and none of them says the assistant's name.
 The held-out split has its own phrasings, topics, words and questions."""
 
+import random
+
 from chatforge.config import Config
 from chatforge.tasks.common import Task, reply_text, split_rng
 
@@ -96,7 +98,7 @@ YES_NO = {
 KINDS = ("greeting", "how", "thanks", "bye", "tip", "define", "yesno")
 
 
-def exchange(split: str, rng, kind: str) -> tuple[str, str, dict]:
+def exchange(split: str, rng: random.Random, kind: str) -> tuple[str, str, dict]:
     """One user turn of `kind` and its reference reply, with what the checker needs."""
     if kind == "greeting":
         return rng.choice(GREETINGS[split]), rng.choice(GREETING_REPLIES), {}
@@ -116,7 +118,7 @@ def exchange(split: str, rng, kind: str) -> tuple[str, str, dict]:
     return q, f"{yes_no.capitalize()}, {why}", {"yes_no": yes_no}
 
 
-def small_talk(split: str, rng, name: str) -> dict:
+def small_talk(split: str, rng: random.Random, name: str) -> dict:
     """A conversation whose last user turn is small talk or an everyday request; one in three comes after an
     earlier exchange (a greeting, or another request), so the reply answers the last turn only."""
     kind = rng.choice(KINDS)

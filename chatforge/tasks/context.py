@@ -9,6 +9,7 @@ question forms and the framings around the document are each split's own, so a h
 a training document. The checker wants the answer as a whole span and none of the document's other values
 of its kind."""
 
+import random
 import re
 import zlib
 
@@ -102,7 +103,7 @@ FRAMES = {
 }
 
 
-def _meeting(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
+def _meeting(split: str, rng: random.Random, people: list[str]) -> tuple[str, list[tuple]]:
     e1, e2 = rng.sample(EVENTS, 2)
     t1, t2 = rng.sample(TIMES[split], 2)
     p1, p2, p3 = people
@@ -114,7 +115,7 @@ def _meeting(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
         ("minutes", "", p3, [p1, p2], lines[2])]
 
 
-def _timetable(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
+def _timetable(split: str, rng: random.Random, people: list[str]) -> tuple[str, list[tuple]]:
     c1, c2 = rng.sample(CITIES[split], 2)
     t1, t2 = sorted(rng.sample(TIMES[split], 2))
     platform, fare = rng.choice(SMALL[split]), rng.choice(PRICES[split])
@@ -125,7 +126,7 @@ def _timetable(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
         ("platform", "", platform, [], lines[0]), ("fare", "", fare, [], lines[2])]
 
 
-def _bio(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
+def _bio(split: str, rng: random.Random, people: list[str]) -> tuple[str, list[tuple]]:
     p = people[0]
     c1, c2, c3 = rng.sample(CITIES[split], 3)
     y1, y2 = sorted(rng.sample(YEARS[split], 2))
@@ -138,7 +139,7 @@ def _bio(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
         ("lives", p, c3, [c1, c2], lines[2]), ("job", p, job, [], lines[1])]
 
 
-def _receipt(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
+def _receipt(split: str, rng: random.Random, people: list[str]) -> tuple[str, list[tuple]]:
     items = rng.sample(ITEMS[split], 3)
     prices = rng.sample(PRICES[split], 3)
     cents = sum(int(x[1:].replace(".", "")) for x in prices)
@@ -152,7 +153,7 @@ def _receipt(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
         ("total", "", total, prices, lines[3]), ("cashier", "", people[0], [], lines[4])]
 
 
-def _weather(split: str, rng, people: list[str]) -> tuple[str, list[tuple]]:
+def _weather(split: str, rng: random.Random, people: list[str]) -> tuple[str, list[tuple]]:
     m, a = rng.sample(TEMPS[split], 2)
     s1, s2 = rng.sample(SKIES, 2)
     sunset, wind = rng.choice(TIMES[split]), rng.choice(SMALL[split])
