@@ -36,8 +36,7 @@ def test_kinds_of_conversation(config):
         # system prompt that leaves the name as it is
         assert {ex["answer"] for ex in asked} >= {"Zorblax", "Acme Labs", "old cookbooks", "write recipes",
                                                   "taste food"}
-        personas = [ex for ex in asked if ex["answer"][:1].isupper() and ex["answer"] not in ("Zorblax",
-                                                                                              "Acme Labs")]
+        personas = [ex for ex in asked if ex["metric"] == "persona_acc"]
         assert personas and all(ex["answer"] in system_prompt(ex) and ex["avoid"] == "Zorblax" for ex in personas)
         assert any(len(ex["messages"]) - bool(system_prompt(ex)) == 4 for ex in asked)
         assert any(system_prompt(ex) and ex["answer"] == "Zorblax" for ex in asked)
@@ -57,12 +56,12 @@ def test_splits_disjoint_and_seeded(config):
 def test_checker_and_metrics(config):
     exs = IDENTITY.examples("test", 200, 0, config)
     who = next(ex for ex in exs if ex["answer"] == "Zorblax")
-    persona = next(ex for ex in exs if ex.get("avoid"))
+    persona = next(ex for ex in exs if ex["metric"] == "persona_acc")
     other = next(ex for ex in exs if ex.get("metric") == "identity_false_rate")
     p = persona["answer"]
     assert IDENTITY.metrics(who, "I'm zorblax.") == {"identity_acc": 1.0}
     assert IDENTITY.metrics(who, "I'm ChatGPT.") == {"identity_acc": 0.0}
-    assert IDENTITY.score(persona, f"I'm {p}, your guide.") == 1.0
+    assert IDENTITY.metrics(persona, f"I'm {p}, your guide.") == {"persona_acc": 1.0}
     assert IDENTITY.score(persona, "I'm Zorblax, a small language model.") == 0.0  # the persona is ignored
     assert IDENTITY.score(persona, f"I'm {p}, also called Zorblax.") == 0.0
     assert IDENTITY.metrics(other, "You're welcome!") == {"identity_false_rate": 0.0}

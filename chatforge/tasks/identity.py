@@ -3,7 +3,8 @@ it, what it was trained on, what it can or can't do, it answers from the config 
 `sft.trained_on`, `sft.can_do`, `sft.cannot_do`). A system prompt that gives it another name ("You are
 Ada, a ...") is honoured: it is then Ada, not the configured name. The question may come second, after
 some small talk. And it says its name only when asked: a quarter of the examples are other prompts
-(tasks/chat.py), whose reference replies don't name it; they count toward `identity_false_rate`.
+(tasks/chat.py), whose reference replies don't name it. Metrics: identity_acc (its own name, maker, data,
+abilities), persona_acc (the system prompt's name, copied from it) and identity_false_rate (the name unasked).
 
 Both splits are built from question forms x openers x closers and persona names, each its split's own, so
 no held-out prompt is a training prompt."""
@@ -96,9 +97,7 @@ class Identity(Task):
                     ex["messages"].insert(0, {"role": "system", "content": rng.choice(PLAIN_SYSTEM[split])})
                 out.append({"messages": ex["messages"], "answer": s.identity, "metric": "identity_false_rate"})
                 continue
-            kind = "who" if i % 4 == 0 or rng.random() < 0.4 else rng.choice(list(ANSWER_FIELD)[1:])
-            q = ask(rng.choice(OPENERS[split]), rng.choice(QUESTIONS[split][kind])) + rng.choice(CLOSERS[split])
-            messages, avoid = [], ""
+            messages, avoid, metric = [], "", "identity_acc"
             if i % 4 == 2:  # a persona from the system prompt
                 p, role = rng.choice(PERSONAS[split]), rng.choice(ROLES[split])
                 messages.append({"role": "system", "content": rng.choice(PERSONA_PROMPTS[split]).format(p=p,
@@ -106,7 +105,10 @@ class Identity(Task):
                 q, answer = ask(rng.choice(OPENERS[split]), rng.choice(QUESTIONS[split]["who"])), p
                 reply = rng.choice(PERSONA_ANSWERS).format(p=p, role=role)
                 avoid = "" if p.lower() == s.identity.lower() else s.identity  # it is not itself under a persona
+                metric = "persona_acc"
             else:
+                kind = "who" if i % 4 == 0 or rng.random() < 0.4 else rng.choice(list(ANSWER_FIELD)[1:])
+                q = ask(rng.choice(OPENERS[split]), rng.choice(QUESTIONS[split][kind])) + rng.choice(CLOSERS[split])
                 answer = fields[ANSWER_FIELD[kind]]
                 reply = rng.choice(ANSWERS[kind]).format(**fields)
                 if rng.random() < 0.3:
@@ -115,7 +117,7 @@ class Identity(Task):
                 first_q, first_a, _ = exchange(split, rng, rng.choice(("greeting", "tip", "define", "yesno")))
                 messages += [{"role": "user", "content": first_q}, {"role": "assistant", "content": first_a}]
             messages += [{"role": "user", "content": q}, {"role": "assistant", "content": reply}]
-            out.append({"messages": messages, "answer": answer, "avoid": avoid})
+            out.append({"messages": messages, "answer": answer, "avoid": avoid, "metric": metric})
         return out
 
     def score(self, example: dict, reply: str | list[dict]) -> float:
@@ -127,6 +129,5 @@ class Identity(Task):
         return float(example["answer"].lower() in text and not (example["avoid"] and example["avoid"].lower() in text))
 
     def metrics(self, example: dict, reply: str | list[dict]) -> dict[str, float]:
-        if example.get("metric") == "identity_false_rate":
-            return {"identity_false_rate": 1.0 - self.score(example, reply)}
-        return {"identity_acc": self.score(example, reply)}
+        score = self.score(example, reply)
+        return {example["metric"]: 1.0 - score if example["metric"] == "identity_false_rate" else score}
