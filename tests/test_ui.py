@@ -24,6 +24,7 @@ if not (shutil.which("chromium") and shutil.which("chromedriver")):
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WAIT = 60  # seconds: the tests share two cores with the rest of the suite
@@ -182,6 +183,12 @@ def test_stop_ends_the_reply_where_it_is(page):
     shown = len(css(page, ".msg.assistant .tok"))
     time.sleep(0.5)  # nothing arrives after the stop
     assert len(css(page, ".msg.assistant .tok")) == shown
+
+    send(page, "Another")  # Escape stops too
+    wait(page, lambda d: css(d, ".msg.assistant:last-child .tok"))
+    page.find_element(By.ID, "input").send_keys(Keys.ESCAPE)
+    wait(page, finished)
+    assert text(page, ".msg.assistant:last-child .stats").endswith("stopped")
 
 
 def test_regenerate_and_edit_resend(page, server):

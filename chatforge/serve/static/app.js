@@ -453,6 +453,7 @@ async function generate() {
   renderMessages();
 
   const history = chat.messages.slice(0, -1)
+    .filter((x) => x.role === "user" || x.content)  // a reply that failed or was stopped before any text
     .map((x) => ({ role: x.role, content: x.role === "user" ? userContent(x) : x.content }));
   const system = settings.system ? [{ role: "system", content: settings.system }] : [];
   const body = { ...sampling(), messages: [...system, ...history] };
@@ -508,12 +509,12 @@ function send(e) {
   generate();
 }
 
-function renderAttachment(message) {
+function renderAttachment(message, cls = "error") {
   const box = $("attachment");
   box.replaceChildren();
   box.hidden = !attachment && !message;
   if (message) {
-    box.append(el("span", "error", message));
+    box.append(el("span", cls, message));
   } else if (attachment) {
     const size = `${attachment.chars.toLocaleString()} characters${attachment.truncated ? ", truncated to fit" : ""}`;
     const remove = el("button", "icon remove", "×");
@@ -528,7 +529,7 @@ async function upload() {
   if (!file) return;
   const form = new FormData();
   form.append("file", file);
-  renderAttachment(`Reading ${file.name}…`);
+  renderAttachment(`Reading ${file.name}…`, "");
   try {
     const res = await fetch("/v1/extract", { method: "POST", headers: headers(false), body: form });
     if (!res.ok) throw new Error(await errorMessage(res));
@@ -693,6 +694,9 @@ function init() {
   $("new-chat").onclick = newChat;
   $("composer").addEventListener("submit", send);
   $("stop").onclick = () => controller?.abort();
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") controller?.abort();
+  });
   $("input").addEventListener("input", (e) => resize(e.target));
   $("input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) send(e);
