@@ -74,7 +74,8 @@ def hf_generate(hf, prompt: list[int], n: int) -> None:
 
 
 def llamacpp_model(run: str | None, model: GPT, threads: int):
-    """llama.cpp on the model's f32 GGUF (the run's tokenizer goes into the file), or None where it cannot run."""
+    """llama.cpp on the model's f32 GGUF (the run's tokenizer goes into the file) with a float32 KV cache like the
+    engine's, or None where it cannot run."""
     try:
         import llama_cpp
 
@@ -86,8 +87,8 @@ def llamacpp_model(run: str | None, model: GPT, threads: int):
         return None
     path = Path(tempfile.mkdtemp()) / "bench-f32.gguf"
     write_gguf(model, load_tokenizer(Path(run) / "tokenizer"), path, "f32", chat=False, name="bench")
-    return llama_cpp.Llama(model_path=str(path), n_ctx=model.cfg.seq_len, n_threads=threads,
-                           n_threads_batch=threads, verbose=False)
+    return llama_cpp.Llama(model_path=str(path), n_ctx=model.cfg.seq_len, n_threads=threads, n_threads_batch=threads,
+                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
 
 
 def llamacpp_generate(llm, prompt: list[int], n: int) -> None:
@@ -211,6 +212,8 @@ def main() -> None:
         "threads": args.threads,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if llm:
+        llm.close()  # freed here: at interpreter exit llama-cpp-python's finaliser finds its library unloaded
     print(json.dumps(result))
 
 

@@ -1,4 +1,5 @@
 import pytest
+import tiktoken
 import torch
 from test_export_hf import CONVERSATIONS, random_model
 from test_tokenizer_hf import TRICKY, bbc_texts
@@ -6,7 +7,7 @@ from test_tokenizer_hf import TRICKY, bbc_texts
 from chatforge.errors import UserError
 from chatforge.export.gguf import pair_rotary_rows, write_gguf, write_modelfile
 from chatforge.model.gpt import GPT, GPTConfig, apply_rope, rope_tables
-from chatforge.tokenizer.bpe import train_tokenizer
+from chatforge.tokenizer.bpe import Tokenizer, train_tokenizer
 from chatforge.tokenizer.chat import render, render_prompt
 
 gguf = pytest.importorskip("gguf")
@@ -145,7 +146,11 @@ def test_unrepresentable_checkpoints_are_refused(tok, tmp_path):
         big.lm_head.weight[0, 0] = 1e5
     with pytest.raises(UserError, match="float16's range.*--type f32"):
         write_gguf(big, tok, tmp_path / "big.gguf", "f16", False, "t")
-    assert not (tmp_path / "odd.gguf").exists() and not (tmp_path / "big.gguf").exists()
+    other = Tokenizer(tiktoken.Encoding("words", pat_str=r"\S+|\s+", mergeable_ranks=tok.enc._mergeable_ranks,
+                                        special_tokens=tok.enc._special_tokens))
+    with pytest.raises(UserError, match="no llama.cpp pre-tokenizer implements; export it with `chatforge export hf`"):
+        write_gguf(big, other, tmp_path / "words.gguf", "f32", False, "t")
+    assert not any(tmp_path.iterdir())
 
 
 def test_modelfile(tmp_path):

@@ -6,7 +6,7 @@ names of model/hf.py. llama.cpp's Llama rotates adjacent pairs of each head's qu
 (and ours) rotates its two halves, so a Llama's q and k rows are reordered into pairs; its Qwen3 rotates halves.
 The tokenizer is the byte-level BPE of tokenizer.json (same ids, merges and byte alphabet) under llama.cpp's
 `llama-bpe` pre-tokenizer: Llama 3's split, which is ours up to possessive quantifiers that change no split
-(tests/test_export_gguf.py encodes text both ways).
+(tests/test_export_gguf.py encodes text both ways); an imported tokenizer gets the one of its own split.
 """
 
 from pathlib import Path
@@ -19,10 +19,19 @@ from chatforge.errors import UserError
 from chatforge.export.hf import eos_token, has_chat_tokens, to_hf_state_dict
 from chatforge.export.templates import OLLAMA_TEMPLATE, plain_template
 from chatforge.model.gpt import GPT
-from chatforge.tokenizer.bpe import Tokenizer
-from chatforge.tokenizer.hf import hf_tokenizer_json
+from chatforge.tokenizer.bpe import SPLIT_PATTERN, Tokenizer
+from chatforge.tokenizer.hf import GPT2_PATTERN, hf_tokenizer_json
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
+# llama.cpp's pre-tokenizers by the split regex they implement: ours, and those of tokenizers `import hf` takes
+PRE_TOKENIZERS = {
+    SPLIT_PATTERN: "llama-bpe",
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+""": "llama-bpe",  # Llama 3's
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+""": "qwen2",  # Qwen2's and Qwen3's
+    GPT2_PATTERN: "gpt2",
+}
 Q8_BLOCK = 32  # q8_0 stores a row in blocks of 32 values with one scale each
 F16_MAX = 65504.0
 
@@ -68,6 +77,10 @@ def write_gguf(model: GPT, tok: Tokenizer, path: Path, gguf_type: str, chat: boo
     special tokens as control tokens) and, where the tokenizer has the chat tokens, the chat template."""
     if gguf_type not in GGUF_TYPES:
         raise UserError(f"GGUF type {gguf_type!r}: choose --type from {', '.join(GGUF_TYPES)}")
+    pre = PRE_TOKENIZERS.get(tok.enc._pat_str)
+    if pre is None:
+        raise UserError(f"the tokenizer splits text by {tok.enc._pat_str!r}, which no llama.cpp pre-tokenizer "
+                        f"implements; export it with `chatforge export hf` instead")
     cfg = model.cfg
     tensors = gguf_tensors(model, gguf_type)
     path = Path(path)
@@ -97,7 +110,7 @@ def write_gguf(model: GPT, tok: Tokenizer, path: Path, gguf_type: str, chat: boo
     for t in hf_tok["added_tokens"]:
         tokens[t["id"]], types[t["id"]] = t["content"], gguf.TokenType.CONTROL
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
-    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(hf_tok["model"]["merges"])
