@@ -44,8 +44,10 @@ def model_card(run: Run, stage: str) -> str:
     """README.md of an export: what the model is, how it was trained (the manifest's figures) and on what."""
     cfg = run.config.model
     arch = "Qwen3ForCausalLM" if cfg.qk_norm else "LlamaForCausalLM"
+    origin = run.stage_info("pretrain").get("metrics", {}).get("imported_from")
+    start = f"from {origin} (imported)" if origin else "from scratch"
     lines = [f"# {run.path.name} ({stage})", "",
-             f"A {'chat' if stage != 'base' else 'base'} model trained from scratch with chatforge: {arch}, "
+             f"A {'chat' if stage != 'base' else 'base'} model trained {start} with chatforge: {arch}, "
              f"{cfg.n_layer} layers, width {cfg.n_embd}, {cfg.n_head} heads ({cfg.n_kv_head} key/value), "
              f"context {cfg.seq_len}, vocabulary {cfg.vocab_size}.", "",
              "Prompts start with `<|endoftext|>` (the tokenizer adds it); chat turns are "
