@@ -210,7 +210,7 @@ def test_continued_pretraining_from_an_hf_model(hf_run, tok):
     run, hf_dir, model = hf_run
     assert load_tokenizer(run / "tokenizer").enc._mergeable_ranks == tok.enc._mergeable_ranks
     chatforge("pretrain", "--run", str(run), f"--pretrain.init_from={hf_dir}", "--pretrain.steps=2",
-              "--pretrain.dtype=float32")
+              "--pretrain.dtype=float32", "--model.seq_len=64")  # the HF model's context, below micro's
     first = json.loads((run / "metrics" / "pretrain.jsonl").read_text().splitlines()[0])["loss"]
 
     cfg = open_run(run, save=False).config
