@@ -17,6 +17,7 @@ from chatforge.errors import UserError
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.model.checkpoint import load_model
 from chatforge.model.gpt import GPT
+from chatforge.model.precision import pick_device
 from chatforge.runs import Run
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 
@@ -25,7 +26,7 @@ class ChatforgeLM(TemplateLM):
     def __init__(self, model: GPT, tok: Tokenizer, batch_size: int = 8):
         super().__init__()
         self.model, self.tok, self.batch_size = model.eval(), tok, batch_size
-        self.seq_len = model.cfg.seq_len
+        self.seq_len, self._device = model.cfg.seq_len, next(model.parameters()).device  # the harness's `device`
         self.engine = Engine(model, tok, max_batch=batch_size)
 
     @property
@@ -43,7 +44,7 @@ class ChatforgeLM(TemplateLM):
         """Each row's log-probabilities (len - 1, vocab) of its tokens after the first, in one right-padded batch
         (causal attention: padding after a row changes none of its positions)."""
         width = max(len(r) for r in rows) - 1
-        x = torch.tensor([r[:-1] + [0] * (width + 1 - len(r)) for r in rows])
+        x = torch.tensor([r[:-1] + [0] * (width + 1 - len(r)) for r in rows], device=self.device)
         logp = F.log_softmax(self.model(x).float(), dim=-1)
         return [logp[i, : len(r) - 1] for i, r in enumerate(rows)]
 
@@ -53,7 +54,7 @@ class ChatforgeLM(TemplateLM):
         for i in range(0, len(pieces), self.batch_size):
             batch = pieces[i : i + self.batch_size]
             for (ids, n), logp in zip(batch, self._logprobs([ids for ids, _ in batch]), strict=True):
-                target = torch.tensor(ids[-n:])
+                target = torch.tensor(ids[-n:], device=self.device)
                 lp = logp[-n:]
                 out.append((lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())))
         return out
@@ -133,7 +134,7 @@ def evaluate_harness(run: Run, stages: list[str]) -> tuple[dict, dict]:
         raise UserError(f"unknown lm-eval task(s) {', '.join(unknown)}")
     out, figures = {}, {}
     for stage in stages:
-        lm = ChatforgeLM(load_model(run.path / stage), tok)
+        lm = ChatforgeLM(load_model(run.path / stage, pick_device()), tok)
         result = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=ec.lm_eval_limit or None,
                                  log_samples=False, bootstrap_iters=0)
         out[stage] = {k: result[k] for k in ("results", "n-shot", "n-samples") if k in result}
