@@ -71,11 +71,16 @@ def still_serving(client) -> None:
     assert isinstance(ask(client, "Hello"), str)
 
 
-def test_models_most_trained_first(client):
+def context_of(run) -> int:
+    return json.loads((run / "sft" / "config.json").read_text())["seq_len"]
+
+
+def test_models_most_trained_first(client, micro_run):
     models = client.models.list().data
     assert [m.id for m in models] == ["sft", "base"]
     assert [m.model_extra["kind"] for m in models] == ["chat", "base"]
-    assert all(m.model_extra["context_length"] == 64 and m.model_extra["tools"] == ["python"] for m in models)
+    assert all(m.model_extra["context_length"] == context_of(micro_run) and m.model_extra["tools"] == ["python"]
+               for m in models)
 
 
 def test_chat_greedy_as_the_model_alone(client, micro_run):
@@ -245,22 +250,22 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
     still_serving(client)
 
 
-def test_context_overflow_drops_old_turns_and_says_so(client):
+def test_context_overflow_drops_old_turns_and_says_so(client, micro_run):
     turns = []
-    for i in range(6):
+    for i in range(context_of(micro_run) // 8):  # about twice the context
         turns += [{"role": "user", "content": f"Question {i} about the weather"},
                   {"role": "assistant", "content": f"Answer {i} about the weather"}]
     messages = [{"role": "system", "content": "Be brief."}, *turns, {"role": "user", "content": "And now?"}]
     r = client.chat.completions.create(model="sft", messages=messages, max_tokens=8, temperature=0)
     ctx = r.model_extra["context"]
     assert ctx["dropped_messages"] > 0 and ctx["dropped_messages"] % 2 == 0  # whole turns
-    assert ctx["context_length"] == 64 and ctx["prompt_tokens"] + 8 <= 64 == ctx["context_length"]
+    assert ctx["context_length"] == context_of(micro_run) and ctx["prompt_tokens"] + 8 <= ctx["context_length"]
     first = next(client.chat.completions.create(model="sft", messages=messages, max_tokens=8, stream=True))
     assert first.model_extra["context"] == ctx
     short = client.chat.completions.create(model="sft", messages=messages[-1:], max_tokens=8, temperature=0)
     assert "context" not in short.model_extra
     with pytest.raises(openai.BadRequestError, match="context") as e:
-        ask(client, "word " * 200)
+        ask(client, "word " * 2 * context_of(micro_run))
     assert e.value.code == "context_length_exceeded"
     still_serving(client)
 
