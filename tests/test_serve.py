@@ -17,6 +17,7 @@ from test_engine import alone
 
 from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model
+from chatforge.runs import checkpoints
 from chatforge.serve.app import Reply, ServeLimits, create_app
 from chatforge.serve.scheduler import Chunk, Job, ServeEngine
 from chatforge.tokenizer.bpe import load_tokenizer
@@ -77,8 +78,8 @@ def context_of(run) -> int:
 
 def test_models_most_trained_first(client, micro_run):
     models = client.models.list().data
-    assert [m.id for m in models] == ["sft", "base"]
-    assert [m.model_extra["kind"] for m in models] == ["chat", "base"]
+    assert [m.id for m in models] == checkpoints(micro_run)[::-1] and models[0].id != "base" == models[-1].id
+    assert [m.model_extra["kind"] for m in models] == ["chat"] * (len(models) - 1) + ["base"]
     assert all(m.model_extra["context_length"] == context_of(micro_run) and m.model_extra["tools"] == ["python"]
                for m in models)
 
@@ -277,7 +278,7 @@ def test_api_key(micro_run):
             s.client("wrong").models.list()
         r = httpx.get(f"{s.url}/v1/models")
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        assert [m.id for m in s.client("s3cret").models.list().data] == ["sft", "base"]
+        assert [m.id for m in s.client("s3cret").models.list().data] == checkpoints(micro_run)[::-1]
         assert httpx.get(f"{s.url}/health").status_code == 200
     finally:
         s.stop()
