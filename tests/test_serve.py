@@ -472,3 +472,16 @@ def test_a_run_with_only_a_base_model(micro_run, tmp_path):
             ask(client, "Hi")  # no sft
     finally:
         s.stop()
+
+
+def test_at_most_max_models_stay_loaded(micro_run):
+    s = Server(micro_run, limits=ServeLimits(max_models=1))
+    try:
+        client = s.client()
+        ask(client, "Hi")
+        assert client.completions.create(model="base", prompt="The", max_tokens=3).usage.completion_tokens >= 1
+        assert httpx.get(f"{s.url}/health").json()["loaded"] == ["base"] and s.metrics()["chatforge_models_loaded"] == 1
+        ask(client, "Hi")  # loaded again
+        assert httpx.get(f"{s.url}/health").json()["loaded"] == ["sft"]
+    finally:
+        s.stop()

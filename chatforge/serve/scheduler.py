@@ -97,6 +97,9 @@ class Scheduler:
         self.run_path, self.tools = Path(run_path), tools
         self.max_batch, self.max_models = max_batch, max_models
         self.engines: OrderedDict[str, ServeEngine] = OrderedDict()  # least recently used first
+        # engines with requests, evicted or not (one can be evicted between a handler getting it and submitting);
+        # replaced, never changed in place, so other threads can read it
+        self.active: frozenset[ServeEngine] = frozenset()
         self.inbox: deque[Job] = deque()
         self.load_lock = threading.Lock()
         self.wake = threading.Event()
@@ -111,7 +114,7 @@ class Scheduler:
         self.stopping = True
         self.wake.set()
         self.thread.join()
-        for engine in list(self.engines.values()):
+        for engine in self.active:
             for req, job in list(engine.jobs.items()):
                 engine.cancel(req)
                 job.loop.call_soon_threadsafe(deliver, [(job, Chunk("", [], False, True, []))])
@@ -151,10 +154,10 @@ class Scheduler:
 
     def waiting(self) -> int:
         """Requests not yet in a cache row."""
-        return len(self.inbox) + sum(len(e.waiting) for e in list(self.engines.values()))
+        return len(self.inbox) + sum(len(e.waiting) for e in self.active)
 
     def running(self) -> int:
-        return sum(len(e.running) for e in list(self.engines.values()))
+        return sum(len(e.running) for e in self.active)
 
     def _forget(self, engine: ServeEngine, req: Request) -> None:
         engine.jobs.pop(req, None)
@@ -173,9 +176,11 @@ class Scheduler:
                     job.loop.call_soon_threadsafe(deliver, [(job, Chunk("", [], False, True, [], repr(e)))])
                     continue
                 job.engine.jobs[job.req] = job
+                self.active |= {job.engine}
                 if job.cancelled:  # cancelled between the check and the submit
                     self.cancel(job)
-            busy = [e for e in list(self.engines.values()) if e.has_work()]
+            busy = [e for e in self.active if e.has_work()]
+            self.active = frozenset(busy)
             if not busy:
                 self.wake.wait(0.05)
                 self.wake.clear()
@@ -197,6 +202,7 @@ class Scheduler:
     def _fail(self, engine: ServeEngine, error: str) -> None:
         with self.load_lock:
             self.engines = OrderedDict((s, e) for s, e in self.engines.items() if e is not engine)
+        self.active -= {engine}
         for job in [*engine.jobs.values(), *(j for j in list(self.inbox) if j.engine is engine)]:
             job.loop.call_soon_threadsafe(deliver, [(job, Chunk("", [], False, True, [], error))])
         engine.jobs.clear()
