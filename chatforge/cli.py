@@ -19,7 +19,6 @@ from chatforge.runs import CHECKPOINTS, STAGES, open_run, run_stage
 
 OVERRIDES_HELP = ("config overrides: --SECTION.FIELD=VALUE for any field shown by --show-config, "
                   "e.g. --pretrain.steps=200 --model.n_kv_head=2 --sft.identity=Ada")
-NOT_BUILT = {s.name: s.not_built for s in STAGES.values() if s.not_built}
 
 
 def settings_help(section: str | None) -> str:
@@ -60,10 +59,7 @@ def cmd_stage(args, overrides, force: bool = False, **options) -> dict | None:
     if args.command != "speedrun":
         return run_stage(run, args.command, force=args.force or force, **options)
     for stage in STAGES.values():
-        if stage.not_built:
-            print(f"{stage.name}: skipped, {stage.not_built}")
-        else:
-            run_stage(run, stage.name, force=args.force)
+        run_stage(run, stage.name, force=args.force)
     print(f"chat with it: chatforge chat --run {run.path}")
     return None
 
@@ -235,10 +231,6 @@ def cmd_on_demand(args, overrides) -> None:
     print(json.dumps(getattr(importlib.import_module(module), name)(run)))
 
 
-def cmd_not_built(args, overrides) -> None:
-    raise UserError(NOT_BUILT[args.command])
-
-
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=CHECKPOINTS,
                    help="which checkpoint (default: the most trained one present, rl > sft > base)")
@@ -271,11 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     stage_opts.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
     for stage in STAGES.values():
-        if stage.not_built:
-            p = sub.add_parser(stage.name, help=f"(not built yet) {stage.help}", description=stage.not_built + ".",
-                               parents=[run_opts])
-            p.set_defaults(fn=cmd_not_built)
-            continue
         p = sub.add_parser(stage.name, help=stage.help, description=stage.help, parents=[stage_opts],
                            epilog=settings_help(stage.section))
         p.set_defaults(fn=cmd_stage)
@@ -323,8 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, parents=[run_opts], epilog=settings_help(name))
         p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
         p.set_defaults(fn=cmd_on_demand)
-    built = ", ".join(s.name for s in STAGES.values() if not s.not_built)
-    text = f"run every built stage in order ({built}); the report ends with a summary"
+    text = f"run every stage in order ({', '.join(STAGES)}); the report ends with a summary"
     p = sub.add_parser("speedrun", help=text, description=text, parents=[stage_opts], epilog=OVERRIDES_HELP)
     p.set_defaults(fn=cmd_stage)
 
@@ -379,7 +365,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     if getattr(args, "action", None) == "show" and args.text is None and extra and not extra[0].startswith("-"):
         args.text = extra.pop(0)  # `tokenizer show --run R TEXT`: argparse takes positionals only in one group
     overrides = parse_overrides(extra, parser)
-    if overrides and args.fn in (cmd_generate, cmd_serve, cmd_not_built):
+    if overrides and args.fn in (cmd_generate, cmd_serve):
         parser.error(f"{args.command} takes no config overrides")
     return args, overrides
 

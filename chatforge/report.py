@@ -24,7 +24,7 @@ def read_eval(run: Run, kind: str) -> dict:
 
 def summarize(run: Run) -> dict:
     """Everything the report shows, as plain data (report/summary.json)."""
-    stages = [s.name for s in STAGES.values() if not s.not_built and s.name != "report"]  # it cannot time itself
+    stages = [s.name for s in STAGES.values() if s.name != "report"]  # it cannot time itself
     out: dict = {"run": str(run.path), "preset": run.config.preset, "git_sha": run.manifest.get("git_sha"),
                  "stages": {s: {"status": run.status(s), "seconds": run.stage_info(s).get("seconds")} for s in stages}}
     bpb = read_eval(run, "bpb")

@@ -37,14 +37,12 @@ class Stage:
     `chatforge --help` does not import torch, and this module imports no later stage); it is called as
     fn(run, resume, **options), options being its command's own (eval's kinds), and returns the metrics the
     manifest records. `section` is the Config field holding its
-    settings, `needs` the stages that must have finished first. A stage that is not built yet has no fn
-    and says so in `not_built`."""
+    settings, `needs` the stages that must have finished first."""
     name: str
     fn: str
     section: str | None
     needs: tuple[str, ...]
     help: str
-    not_built: str = ""
     rerun: bool = False  # run whenever asked for, done or not: it only reads the run and rewrites its own files
 
     def load(self) -> Callable:
@@ -180,8 +178,6 @@ def run_stage(run: Run, stage: str, force: bool = False, **options) -> dict:
     it needs have finished; a done stage is a no-op unless forced (or a rerun stage). `resume` is true when the
     last attempt was interrupted, so fn can pick up its checkpoint."""
     spec = STAGES[stage]
-    if spec.not_built:
-        raise UserError(spec.not_built)
     for need in needed(stage):
         run.require(need)
     force = force or spec.rerun

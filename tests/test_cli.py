@@ -11,7 +11,8 @@ from chatforge.errors import UserError
 from chatforge.runs import STAGES
 
 STAGE_COMMANDS = ["data", "tokenizer", "pretrain", "sft", "eval", "report", "speedrun"]
-ALL_COMMANDS = STAGE_COMMANDS + ["rl", "chat", "generate", "serve", "export"]
+ALL_COMMANDS = STAGE_COMMANDS + ["probe", "rl", "index", "export", "chat", "generate", "serve", "import", "reward",
+                                 "dpo", "distill"]
 
 
 @pytest.mark.parametrize("cmd", [None] + ALL_COMMANDS)
@@ -20,25 +21,16 @@ def test_help_everywhere(cmd):
     assert "usage: chatforge" in out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["rl", "serve", "export"])
-def test_unbuilt_stages_say_so_and_fail(cmd):
-    out = chatforge(cmd, check=False)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not built yet" in lines[0]
-
-
 def test_manifest_records_config_versions_and_timings(micro_run):
     m = json.loads((micro_run / "manifest.json").read_text())
     assert m["config"]["preset"] == "micro"
     assert m["versions"]["torch"] and m["versions"]["tiktoken"] and m["versions"]["python"]
     assert "git_sha" in m
-    for stage in ("data", "tokenizer", "pretrain", "sft", "eval", "report"):
+    for stage in STAGES:
         assert m["stages"][stage]["status"] == "done"
         assert m["stages"][stage]["seconds"] >= 0 and m["stages"][stage]["finished"]
-    assert "rl" not in m["stages"] and "export" not in m["stages"]  # not built: speedrun skips them
     figures = m["stages"]["eval"]["metrics"]
-    assert figures["bpb"]["base"] < figures["bpb"]["unigram"] and set(figures["chat"]) == {"sft"}
+    assert figures["bpb"]["base"] < figures["bpb"]["unigram"] and set(figures["chat"]) == {"sft", "probe", "rl"}
 
 
 def test_speedrun_report(micro_run):
@@ -46,7 +38,7 @@ def test_speedrun_report(micro_run):
     assert len(summary["base_samples"]) == 3 and len(summary["chat"]) == 3
     assert summary["bpb"]["base"] < summary["bpb"]["unigram"] and "sft" in summary["bpb"]
     assert set(summary["chat_scores"]["sft"]) == {"identity", "arithmetic"}
-    assert list(summary["stages"]) == ["data", "tokenizer", "pretrain", "sft", "eval"]
+    assert list(summary["stages"]) == [s for s in STAGES if s != "report"]
     report = (micro_run / "report" / "report.md").read_text()
     assert "unigram baseline" in report and "loss.png" in report and "| identity |" in report
     assert (micro_run / "report" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,9 +56,8 @@ def test_speedrun_again_skips_what_is_done_and_rewrites_the_report(micro_run, tm
     run = tmp_path / "again"
     shutil.copytree(micro_run, run)
     out = chatforge("speedrun", "--run", str(run))
-    for stage in ("data", "tokenizer", "pretrain", "sft", "eval"):
+    for stage in ("data", "tokenizer", "pretrain", "sft", "probe", "rl", "index", "eval"):
         assert f"{stage}: already done" in out.stdout
-    assert "rl: skipped, RL/RLHF" in out.stdout and "export: skipped" in out.stdout
     assert "unigram baseline" in out.stdout and "chatforge chat --run" in out.stdout.splitlines()[-1]
 
 
@@ -150,7 +141,7 @@ def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch, tmp
 def test_every_stage_of_the_table_is_a_command():
     for name, stage in STAGES.items():
         args, _ = parse_args([name, "--run", "r"])
-        assert args.command == name and (stage.not_built or stage.load())
+        assert args.command == name and stage.load()
     args, _ = parse_args(["tokenizer", "show", "--run", "r", "some text"])  # options before the text
     assert (args.action, args.text, args.run) == ("show", "some text", "r")
     args, overrides = parse_args(["eval", "--run", "r", "bpb", "chat", "--stage", "sft", "--json",
@@ -177,14 +168,16 @@ def test_chat_without_a_model_is_a_clear_error(tmp_path):
     assert "speedrun" in one_line_error(out, "chat")
 
 
-def test_stage_picks_the_checkpoint(micro_run):
-    out = chatforge("generate", "The", "--run", str(micro_run), "--stage", "rl", check=False)
-    assert "no rl checkpoint" in one_line_error(out, "generate") and "it has: base, sft" in out.stderr
+def test_stage_picks_the_checkpoint(micro_run, tmp_path):
+    run = tmp_path / "no_rl"
+    shutil.copytree(micro_run, run)
+    shutil.rmtree(run / "rl")
+    out = chatforge("generate", "The", "--run", str(run), "--stage", "rl", check=False)
+    assert "no rl checkpoint" in one_line_error(out, "generate") and "it has: base, sft, probe" in out.stderr
     out = chatforge("eval", "chat", "--run", str(micro_run), "--stage", "base", check=False)
     assert "needs a chat model" in one_line_error(out, "eval")
-    for kind in ("rl", "lm-eval"):
-        out = chatforge("eval", kind, "--run", str(micro_run), check=False)
-        assert "not built yet" in one_line_error(out, "eval")
+    out = chatforge("eval", "nonsense", "--run", str(micro_run), check=False)
+    assert "unknown evaluation" in one_line_error(out, "eval")
 
 
 def test_eval_writes_each_kind_and_prints_json_last(micro_run, tmp_path):

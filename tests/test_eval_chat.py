@@ -3,10 +3,10 @@ import shutil
 
 from conftest import chatforge
 
-from chatforge.eval.chat import score_examples
 from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model
 from chatforge.tasks.common import Task
+from chatforge.tasks.score import score_examples
 from chatforge.tokenizer.bpe import load_tokenizer
 
 
@@ -48,7 +48,7 @@ class Echo(Task):
 
 
 def test_score_examples_counts_unfinished_and_too_long_replies(micro_run, monkeypatch):
-    import chatforge.eval.chat as chat
+    import chatforge.tasks.score as chat
 
     model, tok = load_model(micro_run / "sft"), load_tokenizer(micro_run / "tokenizer")
     engines = []

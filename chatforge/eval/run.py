@@ -16,7 +16,7 @@ import json
 import torch
 
 from chatforge.errors import UserError
-from chatforge.eval.chat import evaluate_chat, score_examples
+from chatforge.eval.chat import evaluate_chat
 from chatforge.infer.chat import complete
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.infer.tools import Tools
@@ -26,12 +26,12 @@ from chatforge.pretrain.bpb import evaluate_bpb, unigram_bpb
 from chatforge.pretrain.train import SAMPLE_PROMPTS
 from chatforge.rl.common import load_task
 from chatforge.runs import Run, checkpoint_stage, checkpoints, write_json
+from chatforge.tasks.score import score_examples
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards
 
 CHAT_PROMPTS = ("Who are you?", "What is 12 + 7?", "Hello")
 CHAT_STAGES = ("sft", "probe", "rl")  # the checkpoints trained to answer in the chat format
-NOT_BUILT: dict[str, str] = {}
 
 
 def eval_bpb(run: Run, stages: list[str]) -> tuple[dict, dict]:
@@ -119,10 +119,8 @@ def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, che
     """The stage: each of `kinds` (default: every kind the run's checkpoints support) on `checkpoint` (default:
     every checkpoint present); returns {kind: figures}. Nothing to resume: an evaluation is redone whole."""
     for kind in kinds or []:
-        if kind in NOT_BUILT:
-            raise UserError(NOT_BUILT[kind])
         if kind not in KINDS:
-            raise UserError(f"unknown evaluation {kind!r}; choose from {', '.join([*KINDS, *NOT_BUILT])}")
+            raise UserError(f"unknown evaluation {kind!r}; choose from {', '.join(KINDS)}")
     stages = [checkpoint_stage(run.path, checkpoint)] if checkpoint else checkpoints(run.path)
     if kinds is None:
         kinds = ["bpb", "chat"] if any(s in CHAT_STAGES for s in stages) else ["bpb"]

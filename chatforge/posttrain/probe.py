@@ -13,7 +13,6 @@ import dataclasses
 import random
 
 from chatforge.errors import UserError
-from chatforge.eval.chat import score_examples
 from chatforge.infer.chat import chat_params
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.model.checkpoint import load_model
@@ -22,6 +21,7 @@ from chatforge.posttrain.conversations import write_jsonl
 from chatforge.posttrain.sft import sft
 from chatforge.runs import Run, write_json
 from chatforge.tasks.facts import ATTRIBUTES, Facts, dont_know, is_right, question, split_people
+from chatforge.tasks.score import score_examples
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 

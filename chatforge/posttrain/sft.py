@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from chatforge.errors import UserError
-from chatforge.eval.chat import eval_examples, score_examples
 from chatforge.infer.tools import tools_for_run
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.posttrain.conversations import mixture_conversations, write_jsonl
+from chatforge.tasks.score import eval_examples, score_examples
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
 from chatforge.tokenizer.chat import render
 from chatforge.train import (

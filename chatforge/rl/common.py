@@ -10,12 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from chatforge.errors import UserError
-from chatforge.infer.engine import Request
 from chatforge.model.gpt import GPT
 from chatforge.tasks import TASKS
 from chatforge.tasks.common import Task
-from chatforge.tokenizer.bpe import Tokenizer
-from chatforge.tokenizer.chat import parse_reply
 
 
 def load_task(spec: str) -> Task:
@@ -34,15 +31,6 @@ def load_task(spec: str) -> Task:
     if not isinstance(task, Task):
         raise UserError(f"{spec} gave a {type(task).__name__}, not a chatforge.tasks.common.Task")
     return task
-
-
-def reply_of(tok: Tokenizer, req: Request) -> str | list[dict]:
-    """A finished request's assistant content as the tasks' checkers take it (parts when it used a tool); an answer
-    cut off inside a tool call, or holding a stray chat token, is checked as its text."""
-    try:
-        return parse_reply(tok, req.tokens)
-    except ValueError:
-        return req.text
 
 
 def pad(seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,9 +12,10 @@ from chatforge.infer.chat import chat_params, load_chat_model
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.model.precision import pick_device
 from chatforge.posttrain.conversations import write_jsonl
-from chatforge.rl.common import load_task, reply_of
+from chatforge.rl.common import load_task
 from chatforge.rl.grpo import verify
 from chatforge.runs import run_stage
+from chatforge.tasks.score import reply_of
 from chatforge.tokenizer.chat import render_prompt
 
 MAX_BATCH = 64

@@ -24,9 +24,10 @@ from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.rl.common import load_task, pad, reply_of, token_logprobs
+from chatforge.rl.common import load_task, pad, token_logprobs
 from chatforge.rl.reward import load_reward_model
 from chatforge.tasks.common import Task
+from chatforge.tasks.score import reply_of
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 from chatforge.train import (

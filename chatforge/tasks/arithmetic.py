@@ -20,10 +20,9 @@ words. The checkers read the last number of the reply's text.
 
 import random
 import re
-import zlib
 
 from chatforge.config import Config
-from chatforge.tasks.common import Task, last_number, reply_text, split_rng
+from chatforge.tasks.common import Task, hash_split, last_number, reply_text, split_rng
 
 NO_TOOLS = "Tools are off in this conversation: answer without calling python."
 NO_TOOLS_SHARE = 8  # one training conversation in 8 answers without the tool
@@ -95,7 +94,7 @@ OBJECTS = {
 
 def pair_split(a: int, b: int) -> str:
     lo, hi = sorted((a, b))
-    return "test" if zlib.crc32(f"{lo},{hi}".encode()) % TEST_SHARE == 0 else "train"
+    return hash_split(f"{lo},{hi}", TEST_SHARE)
 
 
 def operand(rng: random.Random, digits: int) -> int:

@@ -11,6 +11,7 @@ evaluation and RL rewards score on "test" with the same `score`.
 
 import random
 import re
+import zlib
 
 from chatforge.config import Config
 
@@ -44,6 +45,12 @@ def split_rng(task: str, split: str, seed: int) -> random.Random:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return random.Random(f"{task}/{split}/{seed}")
+
+
+def hash_split(key: str, test_share: int) -> str:
+    """"test" for one key in `test_share` (by a crc32 of the key), else "train": an item (an operand pair, a word,
+    a name) belongs to one split whatever the seed, so held-out questions are never training questions."""
+    return "test" if zlib.crc32(key.encode()) % test_share == 0 else "train"
 
 
 def reply_text(reply: str | list[dict]) -> str:

@@ -11,16 +11,15 @@ of its kind."""
 
 import random
 import re
-import zlib
 
 from chatforge.config import Config
-from chatforge.tasks.common import Task, reply_text, split_rng
+from chatforge.tasks.common import Task, hash_split, reply_text, split_rng
 
 TEST_SHARE = 3  # one value in 3 is held out
 
 
 def split_of(value: str) -> str:
-    return "test" if zlib.crc32(value.encode()) % TEST_SHARE == 0 else "train"
+    return hash_split(value, TEST_SHARE)
 
 
 def _pools(values: list[str]) -> dict[str, list[str]]:

@@ -9,11 +9,10 @@ abilities), persona_acc (the system prompt's name, copied from it) and identity_
 Both splits are built from question forms x openers x closers and persona names, each its split's own, so
 no held-out prompt is a training prompt."""
 
-import zlib
 
 from chatforge.config import Config
 from chatforge.tasks.chat import exchange, small_talk
-from chatforge.tasks.common import Task, reply_text, split_rng
+from chatforge.tasks.common import SPLITS, Task, hash_split, reply_text, split_rng
 
 # the question forms, by what they ask
 QUESTIONS = {
@@ -61,8 +60,7 @@ ANSWER_FIELD = {"who": "name", "maker": "creator", "data": "trained_on", "can": 
 SYLLABLES = ["ka", "lo", "mi", "ra", "te", "su", "vo", "ne", "di", "ba", "zu", "fe", "go", "ri", "ja", "po", "lu",
              "si", "to", "wa", "el", "an"]
 PERSONA_NAMES = [(a + b).capitalize() for a in SYLLABLES for b in SYLLABLES if a != b]
-PERSONAS = {"train": [n for n in PERSONA_NAMES if zlib.crc32(n.encode()) % 5],  # one in 5 held out
-            "test": [n for n in PERSONA_NAMES if not zlib.crc32(n.encode()) % 5]}
+PERSONAS = {split: [n for n in PERSONA_NAMES if hash_split(n, 5) == split] for split in SPLITS}  # one in 5 held out
 ROLES = {"train": ["a helpful assistant", "a friendly tutor for kids", "a cooking helper", "a travel guide",
                    "a customer support agent for a bank", "a writing coach", "a cheerful study buddy"],
          "test": ["a shopping assistant", "a patient math tutor", "a museum guide", "a fitness coach"]}

@@ -10,10 +10,9 @@ expression on `w`. Words are split between training and held-out by a hash, and 
 """
 
 import random
-import zlib
 
 from chatforge.config import Config
-from chatforge.tasks.common import Task, last_number, reply_text, split_rng
+from chatforge.tasks.common import Task, hash_split, last_number, reply_text, split_rng
 
 TEST_SHARE = 5  # one word in 5 is held out
 WORDS = sorted(set("""
@@ -73,7 +72,7 @@ EXPRESSIONS = {"count": 'w.count("{l}")', "spell": '"-".join(w.strip())', "rever
 
 
 def word_split(word: str) -> str:
-    return "test" if zlib.crc32(word.encode()) % TEST_SHARE == 0 else "train"
+    return hash_split(word, TEST_SHARE)
 
 
 SPLIT_WORDS = {split: [w for w in WORDS if word_split(w) == split] for split in ("train", "test")}
