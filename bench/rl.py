@@ -161,8 +161,8 @@ def main() -> None:
 
 def samples(run, n: int = 4) -> list[list[str]]:
     """The rl checkpoint's greedy answers to a few held-out prompts: [prompt, answer]."""
-    from chatforge.eval.chat import score_examples
     from chatforge.infer.tools import Tools
+    from chatforge.tasks.score import score_examples
 
     task, tok = load_task(run.config.rl.task), load_tokenizer(run.path / "tokenizer")
     examples = [(task, ex) for ex in task.examples("test", n, 0, run.config)]

@@ -13,12 +13,12 @@ import argparse
 import json
 from pathlib import Path
 
-from chatforge.eval.chat import score_examples
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import pick_device
 from chatforge.posttrain.think import VARIANTS, train_variants
 from chatforge.runs import Run, open_run, write_json
 from chatforge.tasks import TASKS
+from chatforge.tasks.score import score_examples
 from chatforge.tokenizer.bpe import load_tokenizer
 
 
