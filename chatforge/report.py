@@ -61,11 +61,11 @@ def print_summary(s: dict, console: Console | None = None) -> None:
         t.add_row(stage, info["status"], f"{info['seconds']:.1f}s" if info["seconds"] is not None else "-")
     console.print(t)
     if s["bpb"]:
-        console.print(bpb_line(s["bpb"]), highlight=False)
+        console.print(bpb_line(s["bpb"]), highlight=False, soft_wrap=True)
     for sample in s["base_samples"]:
-        console.print(f"[bold]base>[/bold] {sample!r}", highlight=False)
+        console.print(f"[bold]base>[/bold] {sample!r}", highlight=False, soft_wrap=True)
     for q, a in s["chat"]:
-        console.print(f"[bold]user>[/bold] {q}  [bold]assistant>[/bold] {a}", highlight=False)
+        console.print(f"[bold]user>[/bold] {q}  [bold]assistant>[/bold] {a}", highlight=False, soft_wrap=True)
     if s["chat_scores"]:
         t = Table(title="chat tasks (held-out, 0..1)")
         t.add_column("task")

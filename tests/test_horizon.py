@@ -75,7 +75,7 @@ def test_explicit_batch_and_steps_win_over_the_derived_ones():
     assert resolve_pretrain(cfg.pretrain, cfg.model, 2).steps == round(10.5 * D12_SCALING / (16 * 1024 * 2))
 
 
-@pytest.mark.parametrize("preset,steps,batch_size", [("micro", 40, 8), ("tiny", 900, 16), ("small", 3000, 16)])
+@pytest.mark.parametrize("preset,steps,batch_size", [("micro", 40, 8), ("tiny", 900, 8), ("small", 3000, 16)])
 def test_cpu_presets_keep_their_explicit_batch_and_steps(preset, steps, batch_size):
     cfg = make_config(preset)
     assert (cfg.pretrain.steps, cfg.pretrain.batch_size, cfg.pretrain.grad_accum, cfg.pretrain.batch_tokens) == (

@@ -100,14 +100,14 @@ def test_depth_derives_the_batch_and_the_steps(micro_run, tmp_path):
     run = fresh_copy(micro_run, tmp_path / "derived")
     out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.steps=0", "--pretrain.batch_tokens=-1",
                     "--pretrain.param_data_ratio=1", "--pretrain.eval_every=1000")
-    assert "16,384 tokens/step (derived from depth) (1 x 32 x 8 x 64), 5 steps (derived from depth)" in out.stdout
+    assert "16,384 tokens/step (derived from depth) (1 x 16 x 8 x 128), 5 steps (derived from depth)" in out.stdout
     assert len(read_jsonl(run / "metrics" / "pretrain.jsonl")) == 5
     metrics = json.loads((run / "manifest.json").read_text())["stages"]["pretrain"]["metrics"]
     assert (metrics["steps"], metrics["tokens"]) == (5, 5 * 2**14)
     # an explicit batch keeps its own size and says nothing about depth; the steps follow it: 86,016 / 4096 = 21
     out = chatforge("pretrain", "--run", str(run), "--force", "--pretrain.steps=0", "--pretrain.batch_tokens=4096",
                     "--pretrain.param_data_ratio=1", "--pretrain.eval_every=1000")
-    assert "4,096 tokens/step (1 x 8 x 8 x 64), 21 steps (derived from depth)" in out.stdout
+    assert "4,096 tokens/step (1 x 4 x 8 x 128), 21 steps (derived from depth)" in out.stdout
 
 
 def test_evaluations_log_greedy_samples_of_the_fixed_prompts(micro_run):
@@ -129,12 +129,12 @@ def torchrun(*args, nproc):
 def test_ddp_two_gloo_processes_match_one_at_the_same_global_batch(micro_run, tmp_path):
     # fp32 so the only difference is the order of the gradient sums; batch_tokens fixes the global batch
     args = ["--force", "--pretrain.steps=8", "--pretrain.eval_every=8", "--pretrain.dtype=float32",
-            "--pretrain.batch_tokens=1024"]
+            "--pretrain.batch_tokens=2048"]
     one = fresh_copy(micro_run, tmp_path / "one")
     chatforge("pretrain", "--run", str(one), "--pretrain.batch_size=8", *args)
     two = fresh_copy(micro_run, tmp_path / "two")
     out = torchrun("pretrain", "--run", str(two), "--pretrain.batch_size=4", *args, nproc=2)
-    assert "(2 x 2 x 4 x 64)" in out.stdout  # 2 processes x 2 micro-batches x 4 rows x 64 tokens
+    assert "(2 x 2 x 4 x 128)" in out.stdout  # 2 processes x 2 micro-batches x 4 rows x 128 tokens
     rows_one = read_jsonl(one / "metrics" / "pretrain.jsonl")
     rows_two = read_jsonl(two / "metrics" / "pretrain.jsonl")
     assert len(rows_one) == len(rows_two) == 8

@@ -111,7 +111,5 @@ def test_evaluate_chat_scores_the_held_out_splits(micro_run):
         assert isinstance(s["reply"], str) and s["score"] in (0.0, 1.0)
         assert s["prompt"] in user_prompts(TASKS[s["task"]].examples("test", EXAMPLES, run.config.sft.seed,
                                                                      run.config))
-    with pytest.raises(UserError, match="no rl checkpoint"):
-        evaluate_chat(run, "rl")
     with pytest.raises(UserError, match="no final checkpoint"):
         evaluate_chat(run, "final")

@@ -325,7 +325,7 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
             else:
                 bump(d["dropped"], reasons[i])
                 if cfg.keep_dropped:
-                        dropped.append(row | {"step": "dedup", "reason": reasons[i]})
+                    dropped.append(row | {"step": "dedup", "reason": reasons[i]})
             i += 1
     if not d["docs_out"]:  # no document survived: the facts alone
         for fact in fact_rows:
