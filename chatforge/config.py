@@ -64,7 +64,7 @@ class DataConfig:
     url_substrings: str = ""
     url_words: str = ""
     url_soft_words: str = ""
-    facts: int = 0  # invented people whose fact documents join the training split (data/facts.py); 0 = none
+    facts: int = 256  # invented people whose fact documents join the training split (data/facts.py); 0 = none
 
 
 @dataclass
@@ -116,7 +116,8 @@ class SFTConfig:
     cannot_do: str = "browse the web, see images, or remember earlier conversations"
     # what SFT trains on, "SOURCE:WEIGHT,...": a task of chatforge.tasks.TASKS makes WEIGHT conversations; a
     # JSONL file of OpenAI-style {"messages": [...]} is taken WEIGHT times (0.5: a seeded half). chatforge/tasks/
-    mixture: str = "identity:600,arithmetic:1200"
+    mixture: str = ("identity:800,chat:600,safety:600,context:1600,arithmetic:2000,letters:1500,arith_think:1000,"
+                    "facts:1000,search:400")
     steps: int = 300
     batch_size: int = 16
     lr: float = 1e-3
@@ -285,8 +286,8 @@ PRESETS: dict[str, dict] = {
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
     "tiny": dict(depth=4, vocab=4096, seq_len=512, model=dict(qk_norm=False), pretrain=dict(batch_size=8, compile=True),
-                 data=dict(facts=256), sft=dict(max_len=512), rl=dict(max_minutes=3.0)),  # the demo's RL budget
-    "small": dict(depth=6, vocab=8192, seq_len=512, data=dict(facts=256),
+                 sft=dict(max_len=512, steps=200), rl=dict(max_minutes=3.0)),  # the demo's RL budget
+    "small": dict(depth=6, vocab=8192, seq_len=512,
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
     "d12": dict(depth=12, vocab=32768, seq_len=1024,
