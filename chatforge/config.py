@@ -65,6 +65,7 @@ class DataConfig:
     url_words: str = ""
     url_soft_words: str = ""
     facts: int = 256  # invented people whose fact documents join the training split (data/facts.py); 0 = none
+    copy_docs: int = 4000  # pages repeating spans (data/copying.py) that join the training split; 0 = none
 
 
 @dataclass
@@ -275,7 +276,7 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 # and steps from the depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=128, model=dict(n_embd=64, n_head=2, n_kv_head=2),
-                  data=dict(max_docs=300, facts=16),
+                  data=dict(max_docs=300, facts=16, copy_docs=40),
                   pretrain=dict(steps=40, batch_size=8, eval_every=20, eval_tokens=4096, ckpt_every=20,
                                 warmup_steps=5, lr=1e-2),
                   sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=128, lr=3e-3),

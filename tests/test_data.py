@@ -1,9 +1,12 @@
 import json
 import random
+import re
 
 import pyarrow.parquet as pq
+import pytest
 
 from chatforge.config import DataConfig
+from chatforge.data import copying
 from chatforge.data.pipeline import is_val, read_parts, run_pipeline
 from chatforge.data.readers import decode_bytes
 
@@ -52,10 +55,26 @@ def test_sample_corpus_stage(micro_run):
     stats = json.loads((micro_run / "data" / "stats.json").read_text())
     assert stats["docs_in"] == 300
     dropped = sum(n for s in stats["steps"].values() for n in s["dropped"].values())
-    kept = stats["train_docs"] + stats["val_docs"] - stats["fact_docs"]  # the fact pages join train, unfiltered
+    kept = stats["train_docs"] + stats["val_docs"] - stats["fact_docs"] - stats["copy_docs"]  # synthetic pages
     assert kept + dropped == 300
     assert kept > 250  # the web rules that do not suit plays are off
     assert list(stats["steps"]) == ["gutenberg", "normalise", "length", "language", "gopher_repetition", "pii",
                                     "dedup"]
     ids = [r["id"] for r in read_parts(micro_run / "data" / "train", ["id"])]
     assert any(i.startswith("bbc/") for i in ids) and any(i.startswith("gutenberg/") for i in ids)
+
+
+def test_copy_pages_repeat_each_span_from_the_corpus_words():
+    words = copying.vocabulary(["The river Stone, and 12 amber towns!", "a an the river"])
+    assert words == ["amber", "and", "river", "stone", "the", "towns"]
+    pages = copying.documents(20, words)
+    assert pages == copying.documents(20, words) and len({i for i, _ in pages}) == 20
+    for _, text in pages:
+        frame_words = set(re.findall(r"[a-z]+", " ".join(copying.FRAMES).lower())) - {"s", "f"}
+        assert set(re.findall(r"[a-z]+", text.lower())) <= set(words) | frame_words
+        # every span of a page occurs at least twice: the longest repeated run of items covers >= 2 items
+        items = text.replace('"', " ").replace("(", " ").replace(")", " ").split()
+        assert any(items[i:i + 2] == items[j:j + 2] for i in range(len(items)) for j in range(i + 1, len(items)))
+    with pytest.raises(ValueError, match="vocabulary"):
+        copying.documents(1, [])
+

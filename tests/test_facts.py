@@ -6,7 +6,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from chatforge.config import make_config
+from chatforge.config import PRESETS, make_config
 from chatforge.data import facts
 from chatforge.data.pipeline import run_pipeline
 from chatforge.errors import UserError
@@ -52,29 +52,31 @@ def test_a_fact_page_is_one_search_passage():
         assert len(text.split()) <= facts.PAGE_WORDS + 25  # one paragraph may cross the budget's end
 
 
-def test_data_stage_mixes_fact_documents_into_train_only(tmp_path):
+def test_data_stage_mixes_fact_and_copy_pages_into_train_only(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(6):
         (src / f"doc{i}.txt").write_text(f"Document number {i} talks about something different. " * 30 + str(i))
     cfg = make_config("micro").data
-    cfg.inputs, cfg.steps, cfg.facts, cfg.val_fraction = str(src), "normalise,dedup", 8, 0.3
+    cfg.inputs, cfg.steps, cfg.facts, cfg.copy_docs, cfg.val_fraction = str(src), "normalise,dedup", 8, 5, 0.3
     stats = run_pipeline(cfg, tmp_path / "data")
     train = pq.read_table(tmp_path / "data" / "train").to_pylist()
     val = pq.read_table(tmp_path / "data" / "val").to_pylist()
     ids = [r["id"] for r in train]
     n_facts = len(facts.documents(8))
     assert stats["fact_docs"] == n_facts == sum(i.startswith("facts/") for i in ids)
-    assert not any(r["id"].startswith("facts/") for r in val)
-    assert stats["train_docs"] == len(train) and len(train) + len(val) == 6 + n_facts
-    is_fact = [i.startswith("facts/") for i in ids]
+    assert stats["copy_docs"] == 5 == sum(i.startswith("copy/") for i in ids)
+    assert not any(r["id"].startswith(("facts/", "copy/")) for r in val)
+    assert stats["train_docs"] == len(train) and len(train) + len(val) == 6 + n_facts + 5
+    is_fact = [i.startswith(("facts/", "copy/")) for i in ids]
     assert sum(a != b for a, b in itertools.pairwise(is_fact)) >= 3  # spread between documents, not one block
     assert json.loads((tmp_path / "data" / "stats.json").read_text())["fact_docs"] == n_facts
 
 
-def test_no_facts_by_default_outside_the_cpu_presets():
-    assert make_config("d12").data.facts == 0
-    assert make_config("tiny").data.facts > 0
+def test_every_preset_has_the_fact_pages_its_mixture_and_probing_need():
+    for preset in PRESETS:
+        cfg = make_config(preset)
+        assert cfg.data.facts > 0 and cfg.data.copy_docs > 0, preset  # the speedrun probes on every preset
 
 
 CONFIG = make_config("tiny")
@@ -118,5 +120,7 @@ def test_qa_is_deterministic_per_seed_and_renders_short():
 
 
 def test_qa_without_the_fact_corpus_is_a_user_error():
+    cfg = make_config("d12")
+    cfg.data.facts = 0
     with pytest.raises(UserError, match="data.facts"):
-        FACTS.examples("train", 5, 0, make_config("d12"))
+        FACTS.examples("train", 5, 0, cfg)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from chatforge.data import dedup, facts, filters
+from chatforge.data import copying, dedup, facts, filters
 from chatforge.data.extract import Extract
 from chatforge.data.pii import PII
 from chatforge.data.readers import Document, bump, expand_inputs, file_kind, read_file
@@ -43,6 +43,7 @@ DROPPED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("r
 # would drop 97 BBC business articles for their figures.
 WEB_STEPS = "url,extract,normalise,language,gopher_repetition,gopher_quality,c4,fineweb,dedup,pii"
 SAMPLE_STEPS = "gutenberg,normalise,length,language,gopher_repetition,dedup,pii"
+COPY_VOCAB_DOCS = 500  # kept documents whose words the copy pages draw from
 
 STEP_MAKERS: dict[str, Callable] = {
     "url": lambda c: filters.UrlFilter(c.url_domains, c.url_substrings, c.url_words, c.url_soft_words),
@@ -305,11 +306,17 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     writers = {split: PartWriter(out_dir / split, cfg.docs_per_part) for split in ("train", "val")}
     d = {"docs_in": n, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {}, "seconds": 0.0}
     dropped: list[dict] = []
-    # The fact documents (data/facts.py) skip the steps: they are clean, and dedup would merge their templates.
-    # They train only, so val bits per byte compare with and without them, spread evenly between the kept
-    # documents: a training window starts at each document, so a page of facts is followed by other text.
+    # The synthetic pages (facts: data/facts.py, copying: data/copying.py) skip the steps: they are clean, and
+    # dedup would merge their templates. They train only, so val bits per byte compare with and without them,
+    # spread evenly between the kept documents: a training window starts at each document.
     fact_docs = facts.documents(cfg.facts) if cfg.facts else ()
-    fact_rows = [_row(Document(text, doc_id, language="en")) for doc_id, text in fact_docs]
+    copy_docs = ()
+    if cfg.copy_docs:
+        kept_texts = [t for table in tables for t in table.column("text").to_pylist()]
+        kept_texts = [t for t, r in zip(kept_texts, reasons, strict=True) if r is None][:COPY_VOCAB_DOCS]
+        copy_docs = copying.documents(cfg.copy_docs, copying.vocabulary(kept_texts))
+    fact_rows = [_row(Document(text, doc_id, language="en")) for doc_id, text in (*fact_docs, *copy_docs)]
+    random.Random(0).shuffle(fact_rows)
     n_kept = max(1, reasons.count(None))
     i = 0
     for t in tables:
@@ -327,10 +334,10 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
                 if cfg.keep_dropped:
                     dropped.append(row | {"step": "dedup", "reason": reasons[i]})
             i += 1
-    if not d["docs_out"]:  # no document survived: the facts alone
+    if not d["docs_out"]:  # no document survived: the synthetic pages alone
         for fact in fact_rows:
             writers["train"].add(fact)
-    stats["fact_docs"] = len(fact_rows)
+    stats["fact_docs"], stats["copy_docs"] = len(fact_docs), len(copy_docs)
     for w in writers.values():
         w.flush()
     if use_dedup:
@@ -402,7 +409,8 @@ def funnel_line(stats: dict) -> str:
     top = ", ".join(f"{v} {k}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])[:4])
     return (f"data: {stats['docs_in']} documents in, {stats['train_docs']} train + {stats['val_docs']} val kept "
             f"in {stats['seconds']} s ({stats['docs_per_s']} docs/s)" + (f"; dropped: {top}" if top else "")
-            + (f"; train includes {stats['fact_docs']} fact documents" if stats.get("fact_docs") else ""))
+            + (f"; train includes {stats['fact_docs']} fact and {stats['copy_docs']} copy pages"
+               if stats.get("fact_docs") or stats.get("copy_docs") else ""))
 
 
 def inspect(data_dir: Path, samples: int = 3, seed: int = 0, width: int = 300) -> str:
