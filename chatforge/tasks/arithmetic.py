@@ -203,7 +203,8 @@ def column_steps(op: str, a: int, b: int) -> str:
 
 class StepByStep(Task):
     """2-digit problems; think_first puts column_steps in a <think> part before the answer sentence, otherwise
-    the answer sentence comes alone. Both variants draw the same problems for the same seed."""
+    the answer sentence comes alone. Both variants draw the same problems for the same seed and are answered with
+    the tools off."""
 
     def __init__(self, name: str, think_first: bool):
         self.name, self.think_first = name, think_first
@@ -218,8 +219,11 @@ class StepByStep(Task):
             result = OPS[op](a, b)
             text = {"type": "text", "text": ans.format(r=result)}
             parts = [{"type": "think", "text": column_steps(op, a, b)}, text] if self.think_first else [text]
+            # answered without tools: the figure is the model's own working (with python on, a chat model trained on
+            # the calculator task calls it here too, and scored 0.63 with it against 0.0 without on tiny)
             out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": parts}],
-                        "answer": result, "metric": "think_first_acc" if self.think_first else "answer_first_acc"})
+                        "answer": result, "tools": False,
+                        "metric": "think_first_acc" if self.think_first else "answer_first_acc"})
         return out
 
     def score(self, example: dict, reply: str | list[dict]) -> float:
