@@ -287,7 +287,8 @@ PRESETS: dict[str, dict] = {
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
     "tiny": dict(depth=4, vocab=4096, seq_len=512, model=dict(qk_norm=False), pretrain=dict(batch_size=8, compile=True),
-                 sft=dict(max_len=512, steps=200), rl=dict(max_minutes=3.0)),  # the demo's RL budget
+                 sft=dict(max_len=512, steps=200), rl=dict(max_minutes=3.0, eval_examples=200),  # the demo's budget
+                 eval=dict(chat_examples=40)),
     "small": dict(depth=6, vocab=8192, seq_len=512,
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),

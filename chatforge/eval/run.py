@@ -124,6 +124,7 @@ def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, che
     stages = [checkpoint_stage(run.path, checkpoint)] if checkpoint else checkpoints(run.path)
     if kinds is None:
         kinds = ["bpb", "chat"] if any(s in CHAT_STAGES for s in stages) else ["bpb"]
+        kinds += ["rl"] if {"sft", "rl"} <= set(stages) else []
     (run.path / "eval").mkdir(exist_ok=True)
     figures = {}
     for kind in dict.fromkeys(kinds):
