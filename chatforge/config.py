@@ -64,8 +64,9 @@ class DataConfig:
     url_substrings: str = ""
     url_words: str = ""
     url_soft_words: str = ""
-    facts: int = 256  # invented people whose fact documents join the training split (data/facts.py); 0 = none
-    copy_docs: int = 4000  # pages repeating spans (data/copying.py) that join the training split; 0 = none
+    # synthetic pages that join the training split (every preset sets them: SYNTHETIC below); 0 = none
+    facts: int = 0  # invented people whose fact pages probing and the facts/search tasks ask about (data/facts.py)
+    copy_docs: int = 0  # pages repeating spans, so the model learns to copy from its context (data/copying.py)
 
 
 @dataclass
@@ -274,6 +275,7 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 # more per token than twice that, where Power Lines would give it 16x more; its 512-token context holds a document or
 # search passages with a question and answer (SFT), at ~30% more time per token than 256. GPU presets derive batch
 # and steps from the depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
+SYNTHETIC = dict(facts=256, copy_docs=4000)  # ~16% of tiny's training tokens; a rounding error at d12's
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=128, model=dict(n_embd=64, n_head=2, n_kv_head=2),
                   data=dict(max_docs=300, facts=16, copy_docs=40),
@@ -287,16 +289,17 @@ PRESETS: dict[str, dict] = {
     # no QK-norm at this size: 6% faster CPU steps for 0.0065 bpb per token after 300 steps (1.9430 vs 1.9365),
     # so better per second (docs/benchmarks.md); it exports as Llama. The GPU presets keep it (Qwen3).
     "tiny": dict(depth=4, vocab=4096, seq_len=512, model=dict(qk_norm=False), pretrain=dict(batch_size=8, compile=True),
+                 data=SYNTHETIC,
                  sft=dict(max_len=512, steps=200), rl=dict(max_minutes=3.0, eval_examples=200),  # the demo's budget
                  eval=dict(chat_examples=40)),
-    "small": dict(depth=6, vocab=8192, seq_len=512,
+    "small": dict(depth=6, vocab=8192, seq_len=512, data=SYNTHETIC,
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),
-    "d12": dict(depth=12, vocab=32768, seq_len=1024,
+    "d12": dict(depth=12, vocab=32768, seq_len=1024, data=SYNTHETIC,
                 pretrain=dict(steps=0, batch_size=32, batch_tokens=-1, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=32, lr=3e-4, max_len=1024)),
-    "d20": dict(depth=20, vocab=65536, seq_len=2048,
+    "d20": dict(depth=20, vocab=65536, seq_len=2048, data=SYNTHETIC,
                 pretrain=dict(steps=0, batch_size=16, batch_tokens=-1, compile=True,
                               eval_every=250, eval_tokens=1_048_576, ckpt_every=1000),
                 sft=dict(steps=1000, batch_size=16, lr=2e-4, max_len=2048)),

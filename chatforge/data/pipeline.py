@@ -314,7 +314,8 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     if cfg.copy_docs:
         kept_texts = [t for table in tables for t in table.column("text").to_pylist()]
         kept_texts = [t for t, r in zip(kept_texts, reasons, strict=True) if r is None][:COPY_VOCAB_DOCS]
-        copy_docs = copying.documents(cfg.copy_docs, copying.vocabulary(kept_texts))
+        words = copying.vocabulary(kept_texts)
+        copy_docs = copying.documents(cfg.copy_docs, words) if words else ()  # no document kept: nothing to copy
     fact_rows = [_row(Document(text, doc_id, language="en")) for doc_id, text in (*fact_docs, *copy_docs)]
     random.Random(0).shuffle(fact_rows)
     n_kept = max(1, reasons.count(None))
