@@ -233,7 +233,7 @@ def cmd_on_demand(args, overrides) -> None:
 
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=CHECKPOINTS,
-                   help="which checkpoint (default: the most trained one present, rl > sft > base)")
+                   help="which checkpoint (default: the most trained one present, rl > probe > sft > base)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:

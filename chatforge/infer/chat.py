@@ -27,7 +27,7 @@ def stats_line(stats: GenStats) -> str:
 
 
 def load_chat_model(run_path: Path, stage: str | None = None, device: str = "cpu") -> tuple[GPT, Tokenizer, str]:
-    """A run's checkpoint `stage` (base, sft or rl; None: the most trained one present), its tokenizer and its
+    """A run's checkpoint `stage` (base, sft, probe or rl; None: the most trained one present), its tokenizer and its
     stage."""
     stage = checkpoint_stage(run_path, stage)
     return load_model(Path(run_path) / stage, device), load_tokenizer(Path(run_path) / "tokenizer"), stage
