@@ -370,3 +370,15 @@ def test_missing_chat_token_is_a_clear_error():
                             special_tokens={"<|endoftext|>": 256})
     with pytest.raises(ValueError, match="no <\\|im_start\\|> token: chat and tools need"):
         Tokenizer(enc).special("<|im_start|>")
+
+
+def test_a_new_tokenizer_at_a_used_path_loads_as_itself(tmp_path, monkeypatch):
+    # tiktoken's own loader caches files by their path string: the second tokenizer loaded as the first
+    monkeypatch.chdir(tmp_path)
+    first = train_tokenizer(["the cat sat on the mat, the dog ate the hat " * 50], 276)
+    second = train_tokenizer(["zebras quietly juggle xylophones by the lake " * 50], 276)
+    for tok in (first, second):
+        tok.save(tmp_path / "tok")
+        loaded = load_tokenizer("tok")  # a relative path, as runs/NAME/tokenizer is
+        text = "zebras juggle on the mat"
+        assert loaded.encode(text) == tok.encode(text)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import rustbpe
 import tiktoken
-from tiktoken.load import load_tiktoken_bpe
 
 from chatforge.errors import UserError
 
@@ -119,7 +118,13 @@ def load_tokenizer(tok_dir: Path) -> Tokenizer:
     if not path.exists():
         raise UserError(f"no tokenizer at {path}; run `chatforge tokenizer` first")
     meta = json.loads((tok_dir / "special_tokens.json").read_text())
-    ranks = load_tiktoken_bpe(str(path))
+    # read here, not with tiktoken's load_tiktoken_bpe: that caches every file under /tmp by its path string, so a
+    # new tokenizer at a path used before (runs/tiny/...) loaded the old one's ranks and its shards were garbage
+    ranks = {}
+    for line in path.read_text().splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
     enc = tiktoken.Encoding(name="chatforge", pat_str=meta["pattern"], mergeable_ranks=ranks,
                             special_tokens=meta["special_tokens"])
     return Tokenizer(enc)
