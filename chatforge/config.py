@@ -278,7 +278,7 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 SYNTHETIC = dict(facts=256, copy_docs=4000)  # ~16% of tiny's training tokens; a rounding error at d12's
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=128, model=dict(n_embd=64, n_head=2, n_kv_head=2),
-                  data=dict(max_docs=300, facts=16, copy_docs=40),
+                  data=dict(max_docs=300, facts=16),  # no copy pages: a 1-layer model learns no copying from them
                   pretrain=dict(steps=40, batch_size=8, eval_every=20, eval_tokens=4096, ckpt_every=20,
                                 warmup_steps=5, lr=1e-2),
                   sft=dict(mixture="identity:40,arithmetic:40", steps=20, batch_size=8, max_len=128, lr=3e-3),

@@ -76,7 +76,8 @@ def test_data_stage_mixes_fact_and_copy_pages_into_train_only(tmp_path):
 def test_every_preset_has_the_fact_pages_its_mixture_and_probing_need():
     for preset in PRESETS:
         cfg = make_config(preset)
-        assert cfg.data.facts > 0 and cfg.data.copy_docs > 0, preset  # the speedrun probes on every preset
+        assert cfg.data.facts > 0, preset  # the speedrun probes on every preset
+        assert cfg.data.copy_docs > 0 or preset == "micro", preset
 
 
 CONFIG = make_config("tiny")
