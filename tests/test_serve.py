@@ -305,7 +305,8 @@ def test_queue_full_is_429_and_serving_goes_on(micro_run, monkeypatch):
 def expected_reply(model, tok, prompt: list[int], n: int) -> tuple[str, str]:
     """The greedy reply of `prompt` run alone: (whole reply, the part any batch must reproduce: up to a near tie)."""
     tokens, sure = alone(model, prompt, n)
-    stops = {tok.special("<|im_end|>"), tok.bos_id}
+    # content ends where the reply ends, or where a tool call or reasoning starts (those go to their own fields)
+    stops = {tok.special(t) for t in ("<|im_end|>", "<|python_start|>", "<|search_start|>", "<think>")} | {tok.bos_id}
     end = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
     return tok.decode(tokens[:end]), tok.decode(tokens[: min(sure, end)])
 
@@ -319,8 +320,9 @@ def test_32_concurrent_streams_get_their_greedy_replies(server, micro_run):
     def stream(q: str) -> str:
         client = server.client()
         start.wait()
+        # no server-side tools: the reply alone below has no tool outputs pasted in
         chunks = client.chat.completions.create(model="sft", messages=[{"role": "user", "content": q}],
-                                                stream=True, **GREEDY)
+                                                stream=True, extra_body={"tools_enabled": []}, **GREEDY)
         return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
     with ThreadPoolExecutor(32) as pool:
