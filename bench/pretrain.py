@@ -183,9 +183,10 @@ def time_to_reach(curve: list[tuple[float, int, float]], target: float) -> float
     return None
 
 
-def prepare_run(path: Path) -> None:
+def prepare_run(path: Path, preset: str = "tiny") -> None:
+    """A run with the sample corpus's data and tokenizer stages done (what a training bench reads)."""
     for stage in ("data", "tokenizer"):
-        subprocess.run([sys.executable, "-m", "chatforge", stage, "--run", str(path), "--preset", "tiny"], check=True,
+        subprocess.run([sys.executable, "-m", "chatforge", stage, "--run", str(path), "--preset", preset], check=True,
                        stdout=subprocess.DEVNULL)
 
 

@@ -16,13 +16,12 @@ Last line: JSON with sft_tok_s, pretrain_tok_s, ratio (goal >= 0.8) and the pack
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from pretrain import prepare_run  # bench/pretrain.py, beside this script
 
 from chatforge.config import adamw_lr
 from chatforge.model.gpt import GPT
@@ -52,9 +51,7 @@ def main() -> None:
     else:
         tmp = tempfile.TemporaryDirectory()
         run_dir = Path(tmp.name) / "bench"
-        for stage in ("data", "tokenizer"):
-            subprocess.run([sys.executable, "-m", "chatforge", stage, "--run", str(run_dir), "--preset", preset],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        prepare_run(run_dir, preset)
     cfg = open_run(run_dir, save=False).config
     pc, seq_len = cfg.pretrain, cfg.model.seq_len
     # SFT rows as long as pretraining's and as many a step: the same tensor shapes

@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -312,8 +313,8 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     fact_docs = facts.documents(cfg.facts) if cfg.facts else ()
     copy_docs = ()
     if cfg.copy_docs:
-        kept_texts = [t for table in tables for t in table.column("text").to_pylist()]
-        kept_texts = [t for t, r in zip(kept_texts, reasons, strict=True) if r is None][:COPY_VOCAB_DOCS]
+        texts = (t for table in tables for t in table.column("text").to_pylist())
+        kept_texts = list(islice((t for t, r in zip(texts, reasons, strict=True) if r is None), COPY_VOCAB_DOCS))
         words = copying.vocabulary(kept_texts)
         copy_docs = copying.documents(cfg.copy_docs, words) if words else ()  # no document kept: nothing to copy
     fact_rows = [_row(Document(text, doc_id, language="en")) for doc_id, text in (*fact_docs, *copy_docs)]
