@@ -232,6 +232,7 @@ class EvalConfig:
     lm_eval_tasks: str = ""  # `eval lm-eval`: comma-separated harness task names or task YAML files (--tasks)
     lm_eval_limit: int = 0  # examples per lm-eval task; 0: all (--limit)
     chat_examples: int = 0  # held-out examples per task for `eval chat`; 0: eval/chat.py's EXAMPLES (100)
+    arena_judge: str = "verifier"  # `eval arena`: the tasks' verifiers, or "reward": the run's reward model (reward/)
 
 
 @dataclass

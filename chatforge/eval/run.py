@@ -4,6 +4,8 @@ reads (it loads no model), and returns its headline figures, which the manifest 
   bpb   val bits per byte of each checkpoint against the unigram baseline, and base-model samples
   chat  each chat model (sft, rl) on the held-out split of its SFT task mixture (eval/chat.py): every task's
         metrics, identity_false_rate, unfinished_rate; and its answers to a few fixed questions
+  arena battles on chat's prompts between its answers and base-with-prompt's (eval/arena.py), judged by the verifiers
+        or the reward model (eval.arena_judge): Bradley-Terry ratings with bootstrap intervals; after chat
   rl    the RL task's held-out accuracy of the rl (and dpo) checkpoint against sft's, with the reward model's and
         bench/rl.py's figures, asked for by name
   lm-eval  lm-evaluation-harness tasks (eval.lm_eval_tasks) on each checkpoint (eval/lm_eval.py), only when named
@@ -16,7 +18,8 @@ import json
 import torch
 
 from chatforge.errors import UserError
-from chatforge.eval.chat import evaluate_chat
+from chatforge.eval.arena import eval_arena
+from chatforge.eval.chat import CHAT_STAGES, evaluate_chat
 from chatforge.infer.chat import complete
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.infer.tools import Tools
@@ -31,7 +34,6 @@ from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.shards import TokenShards
 
 CHAT_PROMPTS = ("Who are you?", "What is 12 + 7?", "Hello")
-CHAT_STAGES = ("sft", "probe", "rl")  # the checkpoints trained to answer in the chat format
 
 
 def eval_bpb(run: Run, stages: list[str]) -> tuple[dict, dict]:
@@ -112,7 +114,7 @@ def eval_rl(run: Run, stages: list[str]) -> tuple[dict, dict]:
     return figures, figures
 
 
-KINDS = {"bpb": eval_bpb, "chat": eval_chat, "lm-eval": eval_lm_eval, "rl": eval_rl}
+KINDS = {"bpb": eval_bpb, "chat": eval_chat, "arena": eval_arena, "lm-eval": eval_lm_eval, "rl": eval_rl}
 
 
 def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, checkpoint: str | None = None) -> dict:
@@ -124,6 +126,7 @@ def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, che
     stages = [checkpoint_stage(run.path, checkpoint)] if checkpoint else checkpoints(run.path)
     if kinds is None:
         kinds = ["bpb", "chat"] if any(s in CHAT_STAGES for s in stages) else ["bpb"]
+        kinds += ["arena"] if "chat" in kinds and len(stages) >= 2 else []  # every checkpoint is a contestant
         kinds += ["rl"] if {"sft", "rl"} <= set(stages) else []
     (run.path / "eval").mkdir(exist_ok=True)
     figures = {}

@@ -37,7 +37,8 @@ def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]]
     """Greedy replies to `examples` (and to `questions`, unscored) with `tools`, or without tools for an example
     marked "tools": False, all in one batch per engine, scored; `identity` is the name the assistant answers to:
     {"figures": {key: mean in 0..1}, "tasks": {name: {"score", "n", "unfinished_rate", ...its metrics}},
-    "samples": [{"task", "prompt", "reply", "score"}], "answers": [[question, reply], ...]}."""
+    "samples": [{"task", "prompt", "reply", "score"}], "answers": [[question, reply], ...],
+    "scores": [score or None where not asked, one per example], "replies": [reply (text or parts), one per example]}."""
     params = chat_params(tok, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0))
     prompts = [(ex.get("tools", True), render_prompt(tok, ex["messages"][:-1])) for _, ex in examples]
     prompts += [(True, render_prompt(tok, [{"role": "user", "content": q}])) for q in questions]
@@ -53,12 +54,15 @@ def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]]
     values: dict[str, list[float]] = {}
     per_task: dict[str, dict[str, list[float]]] = {}
     samples = []
+    scores: list[float | None] = []
     for (task, ex), reply, req in zip(examples, replies, requests, strict=False):
         mine = per_task.setdefault(task.name, {"score": [], "too_long_rate": []})
         mine["too_long_rate"].append(float(req is None))
         if req is None:
+            scores.append(None)
             continue
         score = task.score(ex, reply)
+        scores.append(score)
         figures = {**task.metrics(ex, reply), "unfinished_rate": float(req.stats.stop_reason == "length")}
         if task.name != "identity":
             figures.setdefault("identity_false_rate", float(identity.lower() in reply_text(reply).lower()))
@@ -73,7 +77,8 @@ def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]]
             "tasks": {name: {"n": len(f["score"]), **{key: mean(v) for key, v in f.items()}}
                       for name, f in per_task.items()},
             "samples": samples,
-            "answers": [[q, reply_text(r)] for q, r in zip(questions, replies[len(examples):], strict=True)]}
+            "answers": [[q, reply_text(r)] for q, r in zip(questions, replies[len(examples):], strict=True)],
+            "scores": scores, "replies": replies[: len(examples)]}
 
 
 def reply_of(tok: Tokenizer, req) -> str | list[dict]:
