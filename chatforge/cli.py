@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(fn=cmd_tokenizer)
         if stage.name == "eval":
             p.add_argument("kinds", nargs="*", metavar="KIND",
-                           help="bpb, chat, rl or lm-eval (default: every kind the run supports); naming kinds "
+                           help="bpb, chat, arena, rl or lm-eval (default: every kind the run supports); naming kinds "
                                 "evaluates again even if the stage finished")
             add_checkpoint_arg(p)
             p.add_argument("--json", action="store_true", help="print the figures as one JSON line, last")

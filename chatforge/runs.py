@@ -70,7 +70,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("index", "chatforge.infer.search:index_stage", None, ("data",),
           "index the documents for the search tool: BM25 over passages (index/), which chat and eval search"),
     Stage("eval", "chatforge.eval.run:evaluate", "eval", ("pretrain",),
-          "evaluate the run's checkpoints: val bits per byte vs the unigram baseline, chat tasks (eval/)"),
+          "evaluate the run's checkpoints: val bits per byte vs the unigram baseline, chat tasks, arena (eval/)"),
     Stage("export", "chatforge.export.run:export", None, ("pretrain",),
           "export a checkpoint as a transformers directory and a GGUF file with an Ollama Modelfile (export/)",
           rerun=True),
