@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -75,7 +76,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "export a checkpoint as a transformers directory and a GGUF file with an Ollama Modelfile (export/)",
           rerun=True),
     Stage("report", "chatforge.report:report", None, (),
-          "summarise the run: stage times, bpb, samples, chat scores (report/report.md, loss.png)", rerun=True),
+          "the run's report card: checks, stage times, data, losses, every evaluation, samples (report/report.md, "
+          "report/index.html, plots, summary.json)", rerun=True),
 ]}
 CHECKPOINTS = ("base", "sft", "probe", "rl")  # the checkpoint directories, least trained first
 VERSIONED = ["chatforge", "torch", "numpy", "pyarrow", "tiktoken", "rustbpe", "safetensors"]
@@ -102,6 +104,31 @@ def git_sha() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
+
+
+def machine() -> dict:
+    """The hardware the run's last command ran on: CPU model, the cores this process may use, RAM, the GPUs
+    (nvidia-smi's names: importing torch here would slow every command)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        ram_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        ram_gb = None
+    gpus = []
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=10)
+            gpus = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()] if out.returncode == 0 else []
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return {"cpu": cpu, "cores": cores, "ram_gb": ram_gb, "gpus": gpus}
 
 
 def versions() -> dict[str, str | None]:
@@ -157,6 +184,7 @@ def open_run(path: str | Path, preset: str | None = None, depth: int | None = No
         manifest = {"name": path.name, "created": now(), "stages": {}}
     config = apply_overrides(config, overrides or {})
     manifest["versions"] = versions()
+    manifest["machine"] = machine()
     manifest["git_sha"] = git_sha()
     run = Run(path, config, manifest)
     if save:

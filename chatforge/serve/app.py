@@ -1,4 +1,4 @@
-"""`chatforge serve`: the OpenAI API over a run's checkpoints, and the chat page at /.
+"""`chatforge serve`: the OpenAI API over a run's checkpoints, the chat page at / and the run's report at /report.
 
 /v1/models, /v1/chat/completions and /v1/completions (streamed as server-sent events or not), /v1/tokenize,
 /v1/extract (a file's text), /health and /metrics. The model is a checkpoint stage name (rl, sft, base); all
@@ -9,6 +9,7 @@ body, {"error": {"message", "type", "param", "code"}}, so OpenAI clients raise t
 import asyncio
 import dataclasses
 import hmac
+import html
 import json
 import socket
 import sys
@@ -23,7 +24,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException
@@ -40,6 +41,9 @@ from chatforge.tokenizer.chat import render_prompt
 
 STATIC = Path(__file__).parent / "static"
 API_PATHS = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/tokenize", "/v1/extract"}  # metrics labels
+NO_REPORT = ("<!doctype html><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">"
+             "<title>no report yet</title><p>{run} has no report yet: run <code>chatforge report --run {run}</code> "
+             "(<code>chatforge speedrun</code> ends with it), then reload this page.</p>")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
                429: "rate_limit_error", 500: "server_error", 503: "server_error"}
@@ -562,6 +566,14 @@ def create_app(run_path: str | Path, api_key: str | None = None, limits: ServeLi
         prompt = sum(len(p) for p in {id(j.prompt): j.prompt for j in jobs}.values())
         completion = sum(j.req.stats.new_tokens for j in jobs)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    @app.get("/report", response_class=HTMLResponse)
+    async def report_card() -> HTMLResponse:
+        # no API key, as for the chat page: the report holds the run's figures and samples, not its models
+        page = run_path / "report" / "index.html"
+        if not page.exists():
+            return HTMLResponse(NO_REPORT.format(run=html.escape(str(run_path))), 404)
+        return HTMLResponse(page.read_text())
 
     if STATIC.is_dir():  # the chat page; last, so the API's routes come first
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
