@@ -1,9 +1,9 @@
 """chatforge's GRPO against TRL's GRPOTrainer on the same model, and (full mode) the RL figures of a run.
 
-- speed: the run's sft model trains with GRPO here (`chatforge rl`) and in TRL (the same weights, through
-  export/hf.py), on the same task and prompts, with the same group size, prompts per step, answer length (fixed
-  on both sides: no stopping early), inner epochs, clip, KL setting, learning rate and dtype. A step is one
-  round of rollouts and its `epochs` optimizer steps; the first step (warm-up) is off both clocks.
+- speed: the run's chat model (probe's, else sft's) trains with GRPO here (`chatforge rl`) and in TRL (the same
+  weights, through export/hf.py), on the same task and prompts, with the same group size, prompts per step, answer
+  length (fixed on both sides: no stopping early), inner epochs, clip, KL setting, learning rate and dtype. A step is
+  one round of rollouts and its `epochs` optimizer steps; the first step (warm-up) is off both clocks.
   Our rollouts decode every answer of a step together in the continuous-batching engine; TRL's use HF `generate`.
 - full mode, on copies of the run (the run's own checkpoints are left as they are):
   GRPO over 3 seeds with `chatforge eval rl`'s held-out gain for each (mean and sd); the reward model and its
@@ -12,9 +12,9 @@
 
     .venv/bin/python bench/rl.py --run RUN [--quick]
 
-RUN holds tokenizer/ and sft/ (e.g. a copy of runs/tiny). Figures go to RUN/eval/rl_bench.json (which `chatforge
-eval rl` reads) and, as JSON, to the last line: grpo_step_s, trl_step_s, speedup_vs_trl, and in full mode
-rl_gain_pts, rl_gain_sd, rm_pair_acc, rm_pair_acc_by_type, rlhf_rm_score_gain, rlhf_kl, dpo_gain_pts.
+RUN holds tokenizer/ and sft/ (and probe/ if made; e.g. a copy of runs/tiny). Figures go to RUN/eval/rl_bench.json
+(which `chatforge eval rl` reads) and, as JSON, to the last line: grpo_step_s, trl_step_s, speedup_vs_trl, and in
+full mode rl_gain_pts, rl_gain_sd, rm_pair_acc, rm_pair_acc_by_type, rlhf_rm_score_gain, rlhf_kl, dpo_gain_pts.
 """
 
 import argparse
@@ -28,7 +28,7 @@ from pathlib import Path
 from chatforge.eval.run import evaluate
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import autocast_dtype, pick_device
-from chatforge.rl.common import load_task
+from chatforge.rl.common import load_task, start_checkpoint, task_examples
 from chatforge.rl.dpo import dpo
 from chatforge.rl.grpo import prompt_pool, rl
 from chatforge.rl.reward import train_reward
@@ -38,9 +38,9 @@ from chatforge.tokenizer.chat import render_prompt
 
 
 def scratch(run_path: Path, into: Path, name: str, overrides: dict) -> object:
-    """A copy of the run's tokenizer, sft/ and reward/ (if any) to train in."""
+    """A copy of the run's tokenizer, chat checkpoints and reward/ (if any) to train in."""
     path = into / name
-    for d in ("tokenizer", "sft", "reward"):
+    for d in ("tokenizer", "sft", "probe", "reward"):
         if (run_path / d).exists():
             shutil.copytree(run_path / d, path / d)
     shutil.copy(run_path / "manifest.json", path / "manifest.json")
@@ -70,7 +70,7 @@ def trl_step_s(run_path: Path, into: Path, settings: dict, steps: int) -> float:
     device = pick_device()
     tok = load_tokenizer(run_path / "tokenizer")
     end = tok.special("<|im_end|>")
-    model = load_model(run_path / "sft", device)
+    model = load_model(run_path / start_checkpoint(run_path), device)
     hf = to_hf_model(model, tok.bos_id, end)
     hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(run_path / "tokenizer" / "tokenizer.json"),
                                      bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -164,9 +164,10 @@ def samples(run, n: int = 4) -> list[list[str]]:
     from chatforge.infer.tools import Tools
     from chatforge.tasks.score import score_examples
 
-    task, tok = load_task(run.config.rl.task), load_tokenizer(run.path / "tokenizer")
-    examples = [(task, ex) for ex in task.examples("test", n, 0, run.config)]
-    result = score_examples(load_model(run.path / "rl", pick_device()), tok, examples, Tools(python=False),
+    rc = run.config.rl
+    task, tok = load_task(rc.task), load_tokenizer(run.path / "tokenizer")
+    examples = [(task, ex) for ex in task_examples(task, "test", n, 0, run.config, rc.tools)]
+    result = score_examples(load_model(run.path / "rl", pick_device()), tok, examples, Tools(python=rc.tools),
                             run.config.sft.identity)
     return [[s["prompt"], s["reply"]] for s in result["samples"]]
 

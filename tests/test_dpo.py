@@ -48,7 +48,7 @@ def test_dpo_stage_and_rl_evaluation(micro_run, tmp_path):
     assert rows[0]["loss"] == round(math.log(2), 4)  # the first step: the policy is still the reference
     figures = evaluate(run, kinds=["rl"])["rl"]
     assert figures["rl_task"] == "arithmetic" and figures["n"] == run.config.rl.eval_examples
-    assert figures["dpo_gain_pts"] == round(100 * (figures["dpo_acc"] - figures["sft_acc"]), 2)
+    assert figures["dpo_gain_pts"] == round(100 * (figures["dpo_acc"] - figures["start_acc"]), 2)
     assert figures["rl_gain_pts"] is None and (run.path / "eval" / "rl.json").exists()
 
 

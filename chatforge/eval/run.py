@@ -6,8 +6,8 @@ reads (it loads no model), and returns its headline figures, which the manifest 
         metrics, identity_false_rate, unfinished_rate; and its answers to a few fixed questions
   arena battles on chat's prompts between its answers and base-with-prompt's (eval/arena.py), judged by the verifiers
         or the reward model (eval.arena_judge): Bradley-Terry ratings with bootstrap intervals; after chat
-  rl    the RL task's held-out accuracy of the rl (and dpo) checkpoint against sft's, with the reward model's and
-        bench/rl.py's figures, asked for by name
+  rl    the RL task's held-out accuracy of the rl (and dpo) checkpoint against the one RL started from (probe or
+        sft), with the reward model's and bench/rl.py's figures
   lm-eval  lm-evaluation-harness tasks (eval.lm_eval_tasks) on each checkpoint (eval/lm_eval.py), only when named
 
 To add a kind: a function (run, stages) -> (file, figures) here, and its line in KINDS.
@@ -27,7 +27,7 @@ from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import pick_device
 from chatforge.pretrain.bpb import evaluate_bpb, unigram_bpb
 from chatforge.pretrain.train import SAMPLE_PROMPTS
-from chatforge.rl.common import load_task
+from chatforge.rl.common import load_task, start_checkpoint, task_examples
 from chatforge.runs import Run, checkpoint_stage, checkpoints, write_json
 from chatforge.tasks.score import score_examples
 from chatforge.tokenizer.bpe import load_tokenizer
@@ -86,27 +86,30 @@ def eval_lm_eval(run: Run, stages: list[str]) -> tuple[dict, dict]:
 
 
 def eval_rl(run: Run, stages: list[str]) -> tuple[dict, dict]:
-    """Greedy accuracy on rl.eval_examples held-out examples of rl.task for sft and each RL-trained checkpoint
-    (rl, dpo), the gains in points, and what the run's other RL work wrote: the reward model's held-out pairwise
-    accuracy (reward/pair_acc.json) and bench/rl.py's figures over seeds and for RLHF (eval/rl_bench.json), whose
-    mean gain over its seeds is rl_gain_pts when present."""
+    """Greedy accuracy on rl.eval_examples held-out examples of rl.task (asked in the RL's tool setting) for the
+    checkpoint RL started from (probe or sft) and each RL-trained one (rl, dpo), the gains in points, and what the
+    run's other RL work wrote: the reward model's held-out pairwise accuracy (reward/pair_acc.json) and
+    bench/rl.py's figures over seeds and for RLHF (eval/rl_bench.json), whose mean gain over its seeds is
+    rl_gain_pts when present."""
     rc = run.config.rl
-    present = [s for s in ("sft", "rl", "dpo") if (run.path / s / "model.safetensors").exists()]
-    if "sft" not in present or len(present) < 2:
-        raise UserError(f"rl evaluation needs the sft checkpoint and an rl or dpo one; {run.path} has: "
-                        f"{', '.join(present) or 'none'}")
+    start = start_checkpoint(run.path)
+    present = [s for s in (start, "rl", "dpo") if (run.path / s / "model.safetensors").exists()]
+    if len(present) < 2:
+        raise UserError(f"rl evaluation needs an rl or dpo checkpoint besides {start}'s; {run.path} has: "
+                        f"{', '.join(present)}")
     task, tok = load_task(rc.task), load_tokenizer(run.path / "tokenizer")
-    examples = [(task, ex) for ex in task.examples("test", rc.eval_examples, rc.seed, run.config)]
+    examples = [(task, ex) for ex in task_examples(task, "test", rc.eval_examples, rc.seed, run.config, rc.tools)]
     acc = {}
     for stage in present:
         model = load_model(run.path / stage, pick_device())
         acc[stage] = score_examples(model, tok, examples, Tools(python=rc.tools), run.config.sft.identity)[
             "tasks"][task.name]["score"]
-    figures = {"rl_task": task.name, "n": len(examples), **{f"{s}_acc": a for s, a in acc.items()},
+    figures = {"rl_task": task.name, "n": len(examples), "start": start, "start_acc": acc[start],
+               **{f"{s}_acc": a for s, a in acc.items() if s != start},
                "rl_gain_pts": None, "rl_gain_sd": None, "dpo_gain_pts": None}
     for stage in ("rl", "dpo"):
         if stage in acc:
-            figures[f"{stage}_gain_pts"] = round(100 * (acc[stage] - acc["sft"]), 2)
+            figures[f"{stage}_gain_pts"] = round(100 * (acc[stage] - acc[start]), 2)
     for extra in (run.path / "reward" / "pair_acc.json", run.path / "eval" / "rl_bench.json"):
         if extra.exists():
             figures |= json.loads(extra.read_text())

@@ -14,6 +14,8 @@ from chatforge.model.gpt import GPT
 from chatforge.tasks import TASKS
 from chatforge.tasks.common import Task
 
+START = ("probe", "sft")  # the chat checkpoints RL-stage training starts from, the most trained first
+
 
 def load_task(spec: str) -> Task:
     """A task of chatforge.tasks.TASKS by name, or "package.module:name" for a user's own: a Task, or a function
@@ -31,6 +33,25 @@ def load_task(spec: str) -> Task:
     if not isinstance(task, Task):
         raise UserError(f"{spec} gave a {type(task).__name__}, not a chatforge.tasks.common.Task")
     return task
+
+
+def start_checkpoint(run_path: str | Path) -> str:
+    """The checkpoint GRPO, DPO and the reward model start from (and `eval rl` compares against): probe's when the
+    run has one (it says "I don't know" where sft guesses), else sft's."""
+    for stage in START:
+        if (Path(run_path) / stage / "model.safetensors").exists():
+            return stage
+    raise UserError(f"{run_path} has no chat model to start from (run `chatforge sft` first)")
+
+
+def task_examples(task: Task, split: str, n: int, seed: int, config, tools: bool) -> list[dict]:
+    """n examples of `task` asked in the RL's tool setting: with tools on, those marked "tools": False (the
+    calculator task's tools-off variant) are left out, with tools off only those; up to 4n drawn to find them."""
+    out = [ex for ex in task.examples(split, 4 * n, seed, config) if ex.get("tools", True) == tools]
+    if not out:
+        raise UserError(f"{task.name} has no {split} example answered with tools {'on' if tools else 'off'}; "
+                        f"set rl.tools={'false' if tools else 'true'}")
+    return out[:n]
 
 
 def pad(seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

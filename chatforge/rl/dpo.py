@@ -1,6 +1,7 @@
 """DPO (Rafailov et al., 2023): preference pairs train the chat model directly, no reward model and no sampling.
 The loss is -log sigmoid(beta ((log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected)))),
-log-probabilities summed over the assistant's tokens; the reference (the sft model) is scored once, up front.
+log-probabilities summed over the assistant's tokens; the reference (the starting chat model: rl/common.py's
+start_checkpoint) is scored once, up front.
 
 Pairs come from a TRL-style JSONL file (dpo.data), or from rl.task: its reference answer over the same answer
 with a wrong number."""
@@ -16,7 +17,7 @@ from chatforge.model.checkpoint import load_model, save_checkpoint
 from chatforge.model.gpt import GPT
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.rl.common import load_task, pad, read_pairs, token_logprobs
+from chatforge.rl.common import load_task, pad, read_pairs, start_checkpoint, token_logprobs
 from chatforge.rl.reward import as_parts, edit_answer, wrong_number
 from chatforge.tasks.common import Task
 from chatforge.tokenizer.bpe import load_tokenizer
@@ -59,8 +60,8 @@ def answer_pairs(task: Task, n: int, seed: int, config) -> list[tuple[list[dict]
 
 
 def dpo(run) -> dict:
-    """`chatforge dpo`: sft/ checkpoint + pairs -> dpo/ checkpoint, metrics/dpo.jsonl. Minutes at most: a run is
-    redone whole."""
+    """`chatforge dpo`: the probe/ (or sft/) checkpoint + pairs -> dpo/ checkpoint, metrics/dpo.jsonl. Minutes at
+    most: a run is redone whole."""
     dc = run.config.dpo
     if dc.steps < 1 or dc.batch_size < 1 or dc.beta <= 0:
         raise UserError("dpo.steps and dpo.batch_size must be >= 1 and dpo.beta > 0")
@@ -70,7 +71,7 @@ def dpo(run) -> dict:
     tok = load_tokenizer(run.path / "tokenizer")
     pairs = read_pairs(dc.data) if dc.data else answer_pairs(load_task(run.config.rl.task), dc.pairs, dc.seed,
                                                              run.config)
-    model = load_model(run.path / "sft", device)
+    model = load_model(run.path / start_checkpoint(run.path), device)
     seq_len = model.cfg.seq_len
     encoded = [(render(tok, c), render(tok, r)) for c, r in pairs]
     encoded = [(c, r) for c, r in encoded if max(len(c[0]), len(r[0])) <= seq_len]

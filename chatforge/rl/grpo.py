@@ -24,7 +24,7 @@ from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.rl.common import load_task, pad, token_logprobs
+from chatforge.rl.common import load_task, pad, start_checkpoint, task_examples, token_logprobs
 from chatforge.rl.reward import load_reward_model
 from chatforge.tasks.common import Task
 from chatforge.tasks.score import reply_of
@@ -124,9 +124,10 @@ def rollout(engine: Engine, task: Task, examples: list[dict], group: int, params
 
 
 def prompt_pool(task: Task, tok, rc, config, seq_len: int) -> list[dict]:
-    """The train-split examples whose prompt leaves room in a context of seq_len tokens for a whole answer."""
+    """The train-split examples, asked in the RL's tool setting, whose prompt leaves room in a context of seq_len
+    tokens for a whole answer."""
     room = seq_len - rc.max_tokens - 1
-    examples = task.examples("train", rc.train_examples, rc.seed, config)
+    examples = task_examples(task, "train", rc.train_examples, rc.seed, config, rc.tools)
     pool = [ex for ex in examples if len(render_prompt(tok, ex["messages"][:-1])) <= room]
     if not pool:
         raise UserError(f"no {task.name} prompt fits the context of {seq_len} tokens with "
@@ -135,7 +136,7 @@ def prompt_pool(task: Task, tok, rc, config, seq_len: int) -> list[dict]:
 
 
 def rl(run, resume: bool = False) -> dict:
-    """The `rl` stage: sft/ checkpoint -> rl/ checkpoint, metrics/rl.jsonl; resumes exactly."""
+    """The `rl` stage: the probe/ (or sft/) checkpoint -> rl/ checkpoint, metrics/rl.jsonl; resumes exactly."""
     rc = run.config.rl
     if min(rc.steps, rc.prompts, rc.group, rc.epochs, rc.ckpt_every) < 1 or rc.group < 2:
         raise UserError("rl.steps, rl.prompts, rl.epochs and rl.ckpt_every must be >= 1 and rl.group >= 2")
@@ -149,14 +150,15 @@ def rl(run, resume: bool = False) -> dict:
     scorer = load_reward_model(run.path / "reward", device) if rc.reward == "model" else None
     ckpt_dir = run.path / "rl"
     ckpt = load_state(ckpt_dir) if resume else None
+    init = start_checkpoint(run.path)
     if ckpt is None:
         remove_checkpoint(ckpt_dir)
-        model, state = load_model(run.path / "sft", device), TrainState()
+        model, state = load_model(run.path / init, device), TrainState()
     else:
         model, state = load_model(ckpt_dir, device), ckpt.state
         print(f"rl: resuming from step {state.step}")
     pool = prompt_pool(task, tok, rc, run.config, model.cfg.seq_len)
-    ref = load_model(run.path / "sft", device).requires_grad_(False) if rc.kl > 0 else None
+    ref = load_model(run.path / init, device).requires_grad_(False) if rc.kl > 0 else None
     optimizer = make_optimizer(model, rc.lr, 0.0)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt.optimizer)
@@ -166,7 +168,7 @@ def rl(run, resume: bool = False) -> dict:
     params = SamplingParams(max_tokens=rc.max_tokens, temperature=rc.temperature)
     params = params if rc.ignore_eos else chat_params(tok, params)
 
-    print(f"rl: GRPO on {task.name}, {rc.steps} steps of {rc.prompts} prompts x {rc.group} answers, "
+    print(f"rl: GRPO from {init} on {task.name}, {rc.steps} steps of {rc.prompts} prompts x {rc.group} answers, "
           f"reward from the {'reward model' if scorer else 'verifier'}")
     start_step, last_saved, row = state.step, None if ckpt is None else state.step, {}
     bar = progress_bar("rl", rc.steps, start_step)
@@ -236,5 +238,5 @@ def rl(run, resume: bool = False) -> dict:
         save_state(ckpt_dir, model, optimizer, state)
     print(f"rl: {state.step} steps, {state.elapsed:.0f}s; last step reward {row.get('reward')}, "
           f"accuracy {row.get('accuracy')}")
-    return {"steps": state.step, "train_seconds": round(state.elapsed, 1), "task": task.name,
+    return {"steps": state.step, "train_seconds": round(state.elapsed, 1), "task": task.name, "init": init,
             **{k: row[k] for k in ("reward", "accuracy", "kl", "response_len") if k in row}}

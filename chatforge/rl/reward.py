@@ -24,7 +24,7 @@ from chatforge.model.checkpoint import load_model, save_checkpoint
 from chatforge.model.gpt import GPT, causal_attention
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.rl.common import load_task, read_pairs
+from chatforge.rl.common import load_task, read_pairs, start_checkpoint
 from chatforge.runs import write_json
 from chatforge.tasks.common import NUMBER, Task, reply_text
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
@@ -134,9 +134,9 @@ def load_reward_model(ckpt_dir: Path, device: str) -> RewardModel:
 
 
 def train_reward(run) -> dict:
-    """`chatforge reward`: sft/ checkpoint + pairs -> reward/ (the trunk's checkpoint + head.safetensors),
-    metrics/reward.jsonl; returns the held-out pairwise accuracy, overall and per type. Minutes at most: a run
-    is redone whole."""
+    """`chatforge reward`: the probe/ (or sft/) checkpoint + pairs -> reward/ (the trunk's checkpoint +
+    head.safetensors), metrics/reward.jsonl; returns the held-out pairwise accuracy, overall and per type. Minutes
+    at most: a run is redone whole."""
     wc = run.config.reward
     if wc.steps < 1 or wc.batch_size < 1 or not 0 < wc.test_fraction < 1:
         raise UserError("reward.steps and reward.batch_size must be >= 1 and reward.test_fraction in (0, 1)")
@@ -145,7 +145,7 @@ def train_reward(run) -> dict:
     dtype = autocast_dtype(run.config.pretrain.dtype, device)
     tok = load_tokenizer(run.path / "tokenizer")
     # the task's pairs are held out by its own test split (unseen prompts), a file's by a seeded share
-    rm = RewardModel(load_model(run.path / "sft", device)).to(device)
+    rm = RewardModel(load_model(run.path / start_checkpoint(run.path), device)).to(device)
     task, seq_len = load_task(run.config.rl.task), rm.gpt.cfg.seq_len
     train = encode_pairs(tok, task_pairs(task, "train", wc.pairs, wc.seed, run.config), seq_len)
     test = encode_pairs(tok, task_pairs(task, "test", math.ceil(wc.pairs * wc.test_fraction), wc.seed, run.config),
