@@ -319,7 +319,7 @@ def sections(run: Run, s: dict, out: Path) -> list[Section]:
     if mach:
         gpus = mach.get("gpus") or []
         hw.append(f"{mach.get('cpu')}, {mach.get('cores')} cores, {fmt(mach.get('ram_gb'))} GB RAM; "
-                  + (f"{len(gpus)} GPU: {', '.join(dict.fromkeys(gpus))}" if gpus else "no GPU"))
+                  + (", ".join(f"{gpus.count(g)} x {g}" for g in dict.fromkeys(gpus)) if gpus else "no GPU"))
     hw.append(Table(["package", "version"], [[k, str(v)] for k, v in s["versions"].items()]))
     secs.append(("Hardware and versions", hw))
     total = sum(v["seconds"] or 0 for v in s["stages"].values())

@@ -4,6 +4,7 @@ index.html self-contained and parseable, and /report served by `chatforge serve`
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -182,6 +183,18 @@ def test_terminal_summary_is_the_checks_and_the_summary_table(tmp_path):
     assert "arena rating" in text and "RL task (arithmetic) acc" in text
     assert "The cat" not in text and "Who are you?" not in text  # samples stay in the report
     assert len(text.splitlines()) < 40
+
+
+def test_manifest_records_the_machine(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "nvidia-smi"  # what nvidia-smi --query-gpu=name --format=csv,noheader prints
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3'\necho 'NVIDIA H100 80GB HBM3'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    m = json.loads((open_run(tmp_path / "r", preset="micro").path / "manifest.json").read_text())["machine"]
+    assert m["gpus"] == ["NVIDIA H100 80GB HBM3"] * 2 and m["cores"] >= 1 and m["ram_gb"] > 0 and m["cpu"]
+    summary, md, page = render(tmp_path / "r")
+    assert "RAM; 2 x NVIDIA H100 80GB HBM3" in md
 
 
 def test_rendering_imports_no_torch(tmp_path):
