@@ -76,7 +76,7 @@ def reward_values(run: Run, tok: Tokenizer, examples: list[tuple[Task, dict]], r
         todo = [i for i, ids in enumerate(seqs) if ids is not None and len(ids) <= rm.gpt.cfg.seq_len]
         out[name] = [None] * len(seqs)
         for i, score in zip(todo, rm.score_ids([seqs[i] for i in todo], device), strict=True):
-            out[name][i] = score
+            out[name][i] = round(score, 4)
     return out
 
 
@@ -152,6 +152,8 @@ def eval_arena(run: Run, stages: list[str]) -> tuple[dict, dict]:
         raise UserError(f"the arena needs two contestants (base and the chat checkpoints); the checkpoints to "
                         f"evaluate in {run.path} are: {', '.join(stages) or 'none'}")
     tok, examples = load_tokenizer(run.path / "tokenizer"), held_out(run)
+    if not examples:
+        raise UserError("the arena battles on the held-out examples of the SFT mixture's tasks; it names none")
     chat = chat_answers(run, [s for s in names if s != "base"], examples)
     replies = {s: [r if v is not None else None for r, v in zip(chat[s]["replies"], chat[s]["scores"], strict=True)]
                for s in chat}
