@@ -204,7 +204,13 @@ def summarize(run: Run) -> dict:
     if "probe" in evals:
         s["probe"] = {k: v for k, v in evals["probe"].items() if k != "samples"}
     s["checks"] = checks(s, evals)
+    table = summary_table(s)
+    s["summary_table"] = {"head": table.head, "rows": table.rows}
     return s
+
+
+def checks_table(s: dict) -> Table:
+    return Table(["expected", "", "figures"], [[c["check"], c["result"], c["figures"]] for c in s["checks"]])
 
 
 def summary_table(s: dict) -> Table:
@@ -311,9 +317,8 @@ def arena_samples(samples: list[dict]) -> list[Block]:
 def sections(run: Run, s: dict, out: Path) -> list[Section]:
     """The report's sections in order, drawing their plots into `out`."""
     secs: list[Section] = [
-        ("Checks", [Table(["expected", "", "figures"], [[c["check"], c["result"], c["figures"]] for c in s["checks"]]),
-                    f"{PASS} moved as expected, {FAIL} did not, {NOT_MEASURED} not measured in this run."]),
-        ("Summary", [summary_table(s) if s["evals"] else "No evaluations yet: `chatforge eval` writes them."])]
+        ("Checks", [checks_table(s), f"{PASS} moved as expected, {FAIL} did not, {NOT_MEASURED} not measured."]),
+        ("Summary", [Table(**s["summary_table"]) if s["evals"] else "No evaluations yet (`chatforge eval`)."])]
     mach = s["machine"]
     hw = [f"preset {s['preset']}, git sha {s['git_sha']}, created {s['created']}"]
     if mach:
@@ -488,9 +493,8 @@ def write_report(run: Run, s: dict) -> Path:
 def print_summary(s: dict, console: Console | None = None) -> None:
     """The checks, the summary table and the bpb line; the rest is in report/."""
     console = console or Console()
-    tables = [(f"run {s['run']} ({s['preset']}): checks",
-               Table(["expected", "", "figures"], [[c["check"], c["result"], c["figures"]] for c in s["checks"]]))]
-    tables += [("summary", summary_table(s))] if s["evals"] else []
+    tables = [(f"run {s['run']} ({s['preset']}): checks", checks_table(s))]
+    tables += [("summary", Table(**s["summary_table"]))] if s["evals"] else []
     for title, table in tables:
         t = RichTable(title=title)
         for h in table.head:

@@ -22,7 +22,7 @@ from chatforge.serve.app import create_app
 PNG = b"\x89PNG\r\n\x1a\n"
 OPTIONAL = {"Data funnel", "Tokenizer", "Training: loss, throughput and MFU", "Evaluations", "Few-shot tasks",
             "Samples", "Arena", "Probing: what the model knows", "Reinforcement learning",
-            "Think first or answer first"}
+            "Think first or answer first", "lm-evaluation-harness"}
 
 
 class Page(HTMLParser):
@@ -105,6 +105,7 @@ def make_run(path: Path, good: bool = True, files: tuple[str, ...] | None = None
                                         "sft": {"rating": 1000, "lo": 960, "hi": 1040},
                                         "rl": {"rating": 1100 - 200 * down, "lo": 1050, "hi": 1150}}},
         "eval/think.json": {"think_first_acc": 0.4, "answer_first_acc": 0.1, "n": 40, "steps": 100},
+        "eval/lm-eval.json": {"base": {"results": {"hellaswag": {"alias": "hellaswag", "acc,none": 0.26}}}},
     }
     for name, obj in out.items():
         if files is None or name in files:
@@ -133,6 +134,7 @@ def test_every_section_is_there_when_its_file_is(tmp_path):
         assert png[:8] == PNG and f"]({name})" in md
         assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page.images  # inline: no file needed
     assert len(page.images) == len(plots)
+    assert "| few-shot 5-shot acc | 0.5 | - | - |" in md and "| base | hellaswag | acc,none | 0.26 |" in md
     assert "| sft vs base | 40 | 10 | 10 |" in md and "| identity | Who? |  [-] | me [1] |" in md
     assert "| I am sft \\| a model |" in md and "The cat ⏎ sat" in md  # table cells stay one line
     assert summary["machine"]["cores"] >= 1 and summary["data"]["funnel"][-1] == {
@@ -140,6 +142,8 @@ def test_every_section_is_there_when_its_file_is(tmp_path):
     assert summary["evals"]["regurgitation train_match"] == {"base": 0.4}
     assert summary["pretrain"]["val_bpb_curve"] == [[2, 3.0], [4, 2.0]]
     assert summary["pretrain"]["tokens_per_step"] == 1024
+    assert summary["summary_table"]["head"] == ["", "base", "sft", "rl"]
+    assert summary["summary_table"]["rows"][-1] == ["arena rating", "900", "1,000", "1,100"]
 
 
 def test_a_run_without_files_renders_the_sections_it_can(tmp_path):
