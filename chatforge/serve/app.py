@@ -591,7 +591,8 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_k
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
     app = create_app(run_path, api_key, limits)
-    print(f"chatforge serve: {run_path} at http://{host}:{port}/ (OpenAI API at http://{host}:{port}/v1)"
+    print(f"chatforge serve: {run_path} at http://{host}:{port}/ (OpenAI API at http://{host}:{port}/v1, the report "
+          f"card at http://{host}:{port}/report)"
           f"{'; API key required' if api_key else ''}", flush=True)
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"chatforge serve: warning: {host} is reachable from other machines and no --api-key is set",
