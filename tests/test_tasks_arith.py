@@ -24,7 +24,17 @@ def examples(task: str, split: str, n: int = 400, seed: int = 0) -> list[dict]:
 
 def test_splits_have_their_own_templates_people_and_objects():
     for table in (BARE, WORDS, NAMES, OBJECTS):
-        assert not set(table["train"]) & set(table["test"])
+        for a, b in (("train", "test"), ("train", "practice"), ("practice", "test")):
+            assert not set(table[a]) & set(table[b])
+
+
+def test_rl_practises_on_new_phrasings_of_training_pairs():
+    assert TASKS["arithmetic"].rl_split == "practice"
+    practice = examples("arithmetic", "practice", 1000)
+    pairs = {operands(ex["messages"][-2]["content"]) for ex in practice}
+    assert all(pair_split(*pair) == "train" for pair in pairs)
+    train_prompts = {ex["messages"][-2]["content"] for s in range(3) for ex in examples("arithmetic", "train", seed=s)}
+    assert not {ex["messages"][-2]["content"] for ex in practice} & train_prompts
 
 
 @pytest.mark.parametrize("task", ["arithmetic", *STEP_TASKS])

@@ -124,10 +124,10 @@ def rollout(engine: Engine, task: Task, examples: list[dict], group: int, params
 
 
 def prompt_pool(task: Task, tok, rc, config, seq_len: int) -> list[dict]:
-    """The train-split examples, asked in the RL's tool setting, whose prompt leaves room in a context of seq_len
-    tokens for a whole answer."""
+    """The examples RL practises on (the task's rl_split), asked in the RL's tool setting, whose prompt leaves room in
+    a context of seq_len tokens for a whole answer."""
     room = seq_len - rc.max_tokens - 1
-    examples = task_examples(task, "train", rc.train_examples, rc.seed, config, rc.tools)
+    examples = task_examples(task, task.rl_split, rc.train_examples, rc.seed, config, rc.tools)
     pool = [ex for ex in examples if len(render_prompt(tok, ex["messages"][:-1])) <= room]
     if not pool:
         raise UserError(f"no {task.name} prompt fits the context of {seq_len} tokens with "

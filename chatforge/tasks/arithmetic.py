@@ -15,7 +15,9 @@ cold-start format for RL.
 
 The held-out split has its own phrasings, people and objects, and its own operand pairs: a pair {a, b} belongs
 to one split by a hash of the pair (either order), so a test question is never a training question in other
-words. The checkers read the last number of the reply's text.
+words. The calculator task's practice split, where RL practises, has phrasings, people and objects of its
+own on the training pairs: practice at questions worded as SFT never showed, as the test's are. The checkers
+read the last number of the reply's text.
 """
 
 import random
@@ -37,6 +39,8 @@ BARE = {
               "I need the result of {e}.", "Tell me {e}."],
     "test": ["What do you get for {e}?", "Work out {e}.", "Please evaluate {e}", "{e} equals what?",
              "Find the value of {e}.", "Quick question: {e}?", "Could you figure out {e}?"],
+    "practice": ["Help me with {e}.", "What's the answer to {e}?", "Do the math: {e}", "{e}, please.",
+                 "I wonder what {e} is.", "Result of {e}?", "Give me {e}.", "How much do you get from {e}?"],
 }
 # (operator, question, answer sentence); {r} is the result. Subtraction problems have a >= b.
 WORDS = {
@@ -77,18 +81,35 @@ WORDS = {
         ("*", "{name} earns {a} dollars a week. How much does {name} earn in {b} weeks?",
          "{name} earns {r} dollars."),
     ],
+    "practice": [
+        ("+", "{name} baked {a} {obj} and a friend baked {b}. How many {obj} did they bake together?",
+         "They baked {r} {obj} together."),
+        ("+", "A school has {a} pupils and {b} new pupils join. How many pupils does it have?",
+         "The school has {r} pupils."),
+        ("+", "{name} drove {a} miles on Saturday and {b} miles on Sunday. How many miles in all?",
+         "{name} drove {r} miles in all."),
+        ("-", "A warehouse stored {a} {obj} and shipped {b}. How many {obj} are still stored?",
+         "{r} {obj} are still stored."),
+        ("-", "{name} needs {a} points and has {b}. How many more points does {name} need?",
+         "{name} needs {r} more points."),
+        ("-", "A hall had {a} chairs and {b} were carried out. How many chairs stayed?", "{r} chairs stayed."),
+        ("*", "A box has {a} {obj} and {name} orders {b} boxes. How many {obj} arrive?", "{r} {obj} arrive."),
+        ("*", "A bus seats {a} people. How many people fit in {b} buses?", "{r} people fit in the buses."),
+    ],
 }
 NAMES = {
     "train": ["Tom", "Maria", "Ali", "Sofia", "James", "Aisha", "Lucas", "Mei", "Oliver", "Fatima", "Noah", "Elena",
               "Ravi", "Grace", "Diego", "Hana", "Samuel", "Chloe", "Omar", "Ingrid", "Kofi", "Lena", "Pedro", "Yuki"],
     "test": ["Beatrice", "Tariq", "Marta", "Kenji", "Ursula", "Dmitri", "Amara", "Felix", "Priya", "Hugo", "Zara",
              "Emeka"],
+    "practice": ["Nadia", "Bruno", "Ines", "Tomas", "Leila", "Viktor", "Sana", "Mateo", "Freya", "Idris"],
 }
 OBJECTS = {
     "train": ["apples", "stamps", "marbles", "pencils", "cookies", "shells", "cards", "stickers", "books", "coins",
               "eggs", "bottles", "candles", "buttons", "toys", "boxes"],
     "test": ["oranges", "postcards", "crayons", "muffins", "pebbles", "badges", "notebooks", "jars", "kites",
              "lemons"],
+    "practice": ["pears", "tiles", "ribbons", "cupcakes", "bricks", "envelopes", "plums", "sacks"],
 }
 
 
@@ -118,12 +139,13 @@ def question(rng: random.Random, split: str, op: str, a: int, b: int, commas: bo
 
 
 def draw_pair(rng: random.Random, split: str, op: str, digits: tuple[int, int]) -> tuple[int, int]:
-    """Operands of the given digit counts whose pair is in `split`; a >= b for subtraction."""
+    """Operands of the given digit counts whose pair is in `split` (practice uses the training pairs: only its
+    phrasings are new); a >= b for subtraction."""
     while True:
         a, b = operand(rng, digits[0]), operand(rng, digits[1])
         if op == "-" and a < b:
             a, b = b, a
-        if pair_split(a, b) == split:
+        if pair_split(a, b) == ("train" if split == "practice" else split):
             return a, b
 
 
@@ -139,6 +161,7 @@ def operand_literals(call: str) -> list[str]:
 
 class Arithmetic(Task):
     name = "arithmetic"
+    rl_split = "practice"
 
     def examples(self, split: str, n: int, seed: int, config: Config) -> list[dict]:
         rng = split_rng(self.name, split, seed)

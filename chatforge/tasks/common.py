@@ -5,8 +5,9 @@ A task makes conversations for a split, "train" or "test", and checks a reply. A
 with OpenAI-style `messages` (the last one the assistant's reference answer, with chatforge's parts
 for think/tool calls, tokenizer/chat.py) and whatever its checker needs next to them (e.g. `answer`).
 The two splits are disjoint by construction (their own phrasings, numbers, entities), not only by
-seed, so a score on "test" measures generalisation. SFT trains on "train" and validates on "test";
-evaluation and RL rewards score on "test" with the same `score`.
+seed, so a score on "test" measures generalisation. SFT trains on "train" and validates on "test"; RL practises
+on `Task.rl_split` and is scored on "test" with the same `score`. A task may have a third split, "practice":
+RL prompts phrased as neither SFT's nor the test's are, so practice on them is practice at new phrasings.
 """
 
 import random
@@ -23,6 +24,7 @@ class Task:
     """A named source of conversations with a verifier; subclasses set `name` and define both methods."""
 
     name = ""
+    rl_split = "train"  # the split RL practises on: "practice" where the task has one
 
     def examples(self, split: str, n: int, seed: int, config: Config) -> list[dict]:
         """n examples of `split`, the same for the same seed; `config` holds any settings (e.g. sft.identity)."""
@@ -42,8 +44,8 @@ class Task:
 
 def split_rng(task: str, split: str, seed: int) -> random.Random:
     """A random source per task, split and seed (a str seed is hashed with SHA-512: stable across runs)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in (*SPLITS, "practice"):
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} or practice, got {split!r}")
     return random.Random(f"{task}/{split}/{seed}")
 
 
