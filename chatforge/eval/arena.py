@@ -52,6 +52,8 @@ def base_replies(run: Run, tok: Tokenizer, examples: list[tuple[Task, dict]]) ->
     """The base model's greedy replies to `examples` through base_prompt, cut at the next turn; None where the
     prompt fills the context."""
     model = load_model(run.path / "base", pick_device())
+    # a turn is one line in this format, so the reply ends at its first newline (on tiny, 12 s instead of 38 s for
+    # the same scores: the base model goes on rambling in verse)
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, stop=("\n",), stop_ids=(tok.bos_id,))
     prompts = [[tok.bos_id, *tok.encode(base_prompt(ex["messages"][:-1], run.config.sft.identity))]
                for _, ex in examples]
