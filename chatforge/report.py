@@ -192,6 +192,8 @@ def summarize(run: Run) -> dict:
     evals = {kind: read_eval(run, kind) for kind in
              ("bpb", "fewshot", "regurgitation", "chat", "rl", "probe", "arena", "think", "lm-eval")}
     evals = {k: v for k, v in evals.items() if v}
+    if fewshot := evals.get("fewshot"):  # {"figures": {stage: ...}, "examples": {family: a 5-shot prompt}}
+        evals["fewshot"], s["fewshot_examples"] = fewshot.get("figures", fewshot), fewshot.get("examples", {})
     bpb = evals.get("bpb", {})
     s["bpb"], s["base_samples"] = bpb.get("bpb", {}), bpb.get("samples", [])
     chat = evals.get("chat", {})
@@ -362,8 +364,22 @@ def sections(run: Run, s: dict, out: Path) -> list[Section]:
             "after (probe)."]))
     if families := [(st, fam, r) for st, v in s.get("fewshot", {}).items() for fam, r in v.get("tasks", {}).items()]:
         keys = list(dict.fromkeys(k for _, _, r in families for k in r))
-        secs.append(("Few-shot tasks", [Table(["checkpoint", "family", *keys],
-                                              [[st, fam, *(fmt(r.get(k)) for k in keys)] for st, fam, r in families])]))
+        shots: list[Block] = [Table(["checkpoint", "family", *keys],
+                                    [[st, fam, *(fmt(r.get(k)) for k in keys)] for st, fam, r in families])]
+        if examples := s.get("fewshot_examples"):
+            shots += ["A 5-shot prompt of each family, its answer last:",
+                      Table(["family", "prompt"], [[fam, text] for fam, text in examples.items()])]
+        secs.append(("Few-shot tasks", shots))
+    for stage, r in s.get("regurgitation", {}).items():
+        secs.append((f"Regurgitation ({stage})", [
+            f"The greedy continuation of {fmt(r.get('tokens'))} tokens after a document's first "
+            f"{fmt(r.get('prefix_tokens'))}, compared token by token with the document's own: training documents "
+            "against held-out ones, and the fact pages by how many paragraphs mention the person.",
+            Table(["continued", "token match", "verbatim rate", "n"],
+                  [[f"{split} documents", fmt(r[f"{split}_match"]), fmt(r[f"{split}_verbatim_rate"]), "-"]
+                   for split in ("train", "val")]
+                  + [[f"fact pages, {e} mentions", fmt(m["match"]), fmt(m["verbatim_rate"]), fmt(m["n"])]
+                     for e, m in r.get("facts", {}).items()])]))
     samples: list[Block] = []
     if s["base_samples"]:
         samples += ["Base model:", Table(["continuation"], [[x] for x in s["base_samples"]])]

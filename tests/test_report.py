@@ -22,7 +22,7 @@ from chatforge.serve.app import create_app
 PNG = b"\x89PNG\r\n\x1a\n"
 OPTIONAL = {"Data funnel", "Tokenizer", "Training: loss, throughput and MFU", "Evaluations", "Few-shot tasks",
             "Samples", "Arena", "Probing: what the model knows", "Reinforcement learning",
-            "Think first or answer first", "lm-evaluation-harness"}
+            "Think first or answer first", "lm-evaluation-harness", "Regurgitation (base)"}
 
 
 class Page(HTMLParser):
@@ -83,10 +83,13 @@ def make_run(path: Path, good: bool = True, files: tuple[str, ...] | None = None
         "metrics/sft.jsonl": [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)],
         "metrics/rl.jsonl": [{"step": s, "reward": 0.1 * s, "accuracy": 0.1 * s} for s in (1, 2)],
         "eval/bpb.json": {"bpb": {"unigram": 3.5, "base": 2.0, "sft": 2.2}, "samples": ["The cat\nsat"]},
-        "eval/fewshot.json": {"base": {"acc_0shot": 0.3, "acc_5shot": 0.3 + 0.2 * (up - down), "n": 50,
-                                       "chance": 0.25, "tasks": {"cloze": {"acc_0shot": 0.3, "acc_5shot": 0.4}}}},
+        "eval/fewshot.json": {"figures": {"base": {"acc_0shot": 0.3, "acc_5shot": 0.3 + 0.2 * (up - down), "n": 50,
+                                                   "chance": 0.25, "tasks": {"first_word": {"acc_0shot": 0.3,
+                                                                                            "acc_5shot": 0.4}}}},
+                              "examples": {"first_word": "Q: one two\nA: one"}},
         "eval/regurgitation.json": {"base": {"train_match": 0.4, "val_match": 0.1, "train_verbatim_rate": 0.2,
-                                             "val_verbatim_rate": 0.0, "n": 20}},
+                                             "val_verbatim_rate": 0.0, "n": 20, "prefix_tokens": 32, "tokens": 32,
+                                             "facts": {"1": {"match": 0.1, "verbatim_rate": 0.0, "n": 5}}}},
         "eval/chat.json": {
             stage: {"tasks": {"identity": {"n": 10, "score": score}, "arithmetic": {"n": 10, "score": score}},
                     "answers": [["Who are you?", f"I am {stage} | a model"]]}
@@ -135,6 +138,7 @@ def test_every_section_is_there_when_its_file_is(tmp_path):
         assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page.images  # inline: no file needed
     assert len(page.images) == len(plots)
     assert "| few-shot 5-shot acc | 0.5 | - | - |" in md and "| base | hellaswag | acc,none | 0.26 |" in md
+    assert "| first_word | Q: one two ⏎ A: one |" in md and "| fact pages, 1 mentions | 0.1 | 0 | 5 |" in md
     assert "| sft vs base | 40 | 10 | 10 |" in md and "| identity | Who? |  [-] | me [1] |" in md
     assert "| I am sft \\| a model |" in md and "The cat ⏎ sat" in md  # table cells stay one line
     assert summary["machine"]["cores"] >= 1 and summary["data"]["funnel"][-1] == {
