@@ -10,6 +10,7 @@ else is a bug and keeps its traceback.
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,9 +59,15 @@ def cmd_stage(args, overrides, force: bool = False, **options) -> dict | None:
         return None
     if args.command != "speedrun":
         return run_stage(run, args.command, force=args.force or force, **options)
+    from chatforge.model.precision import pick_device
+    from chatforge.speedrun import print_estimate
+
+    print_estimate(run.config, pick_device(), int(os.environ.get("WORLD_SIZE", "1")))
     for stage in STAGES.values():
         run_stage(run, stage.name, force=args.force)
-    print(f"chat with it: chatforge chat --run {run.path}")
+    print(f"chat in the terminal:  chatforge chat --run {run.path}\n"
+          f"chat in the browser:   chatforge serve --run {run.path}   then open http://127.0.0.1:8000/ "
+          f"(the report card: http://127.0.0.1:8000/report)")
     return None
 
 
@@ -292,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(fn=cmd_tokenizer)
         if stage.name == "eval":
             p.add_argument("kinds", nargs="*", metavar="KIND",
-                           help="bpb, chat, arena, rl or lm-eval (default: every kind the run supports); naming kinds "
+                           help="bpb, chat, arena, rl, fewshot, regurgitation or lm-eval (default: every kind the run "
+                                "supports); naming kinds "
                                 "evaluates again even if the stage finished")
             add_checkpoint_arg(p)
             p.add_argument("--json", action="store_true", help="print the figures as one JSON line, last")

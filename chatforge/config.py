@@ -232,6 +232,10 @@ class EvalConfig:
     lm_eval_tasks: str = ""  # `eval lm-eval`: comma-separated harness task names or task YAML files (--tasks)
     lm_eval_limit: int = 0  # examples per lm-eval task; 0: all (--limit)
     chat_examples: int = 0  # held-out examples per task for `eval chat`; 0: eval/chat.py's EXAMPLES (100)
+    fewshot_items: int = 200  # `eval fewshot`: items per task family, scored 0-shot and 5-shot (eval/fewshot.py)
+    regurgitation_docs: int = 64  # `eval regurgitation`: train and val documents continued (eval/regurgitation.py)
+    regurgitation_prefix: int = 32  # tokens of each document the model is given
+    regurgitation_tokens: int = 32  # greedy tokens compared with the document's own next ones
     arena_judge: str = "verifier"  # `eval arena`: the tasks' verifiers, or "reward": the run's reward model (reward/)
 
 

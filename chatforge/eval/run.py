@@ -9,6 +9,10 @@ reads (it loads no model), and returns its headline figures, which the manifest 
   rl    the RL task's held-out accuracy of the rl (and dpo) checkpoint against the one RL started from (probe or
         sft), with the reward model's and bench/rl.py's figures
   lm-eval  lm-evaluation-harness tasks (eval.lm_eval_tasks) on each checkpoint (eval/lm_eval.py), only when named
+  fewshot  0-shot vs 5-shot multiple-choice accuracy of the base model on tasks built from val documents
+        (eval/fewshot.py)
+  regurgitation  the base model's greedy continuations of train vs val documents and fact pages by exposure, matched
+        token by token with the documents' own (eval/regurgitation.py)
 
 To add a kind: a function (run, stages) -> (file, figures) here, and its line in KINDS.
 """
@@ -20,6 +24,8 @@ import torch
 from chatforge.errors import UserError
 from chatforge.eval.arena import eval_arena
 from chatforge.eval.chat import CHAT_STAGES, evaluate_chat
+from chatforge.eval.fewshot import evaluate_fewshot
+from chatforge.eval.regurgitation import evaluate_regurgitation
 from chatforge.infer.chat import complete
 from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.infer.tools import Tools
@@ -117,7 +123,8 @@ def eval_rl(run: Run, stages: list[str]) -> tuple[dict, dict]:
     return figures, figures
 
 
-KINDS = {"bpb": eval_bpb, "chat": eval_chat, "arena": eval_arena, "lm-eval": eval_lm_eval, "rl": eval_rl}
+KINDS = {"bpb": eval_bpb, "chat": eval_chat, "arena": eval_arena, "lm-eval": eval_lm_eval, "rl": eval_rl,
+         "fewshot": evaluate_fewshot, "regurgitation": evaluate_regurgitation}
 
 
 def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, checkpoint: str | None = None) -> dict:
@@ -131,6 +138,7 @@ def evaluate(run: Run, resume: bool = False, kinds: list[str] | None = None, che
         kinds = ["bpb", "chat"] if any(s in CHAT_STAGES for s in stages) else ["bpb"]
         kinds += ["arena"] if "chat" in kinds and len(stages) >= 2 else []  # every checkpoint is a contestant
         kinds += ["rl"] if {"sft", "rl"} <= set(stages) else []
+        kinds += ["fewshot", "regurgitation"] if "base" in stages else []
     (run.path / "eval").mkdir(exist_ok=True)
     figures = {}
     for kind in dict.fromkeys(kinds):

@@ -1,0 +1,171 @@
+"""Few-shot in-context learning (GPT-3, Brown et al. 2020): multiple-choice tasks built from held-out (val split)
+documents, each item scored with no examples before it and with SHOTS solved items of the same task before it.
+A base model that picks the task up from its prompt scores higher with the shots.
+
+Each family is a rule the examples show and the prompt does not say: `first_word` maps a list of a document's
+words to its first one, `next_word` asks for the word that follows a given word in a passage. An item's four
+choices come from its own document; a shot never contains the item's answer, so the shots teach the rule, not the
+answer. Scoring is lm-eval's log-likelihood multiple choice: the choice with the highest log-probability after the
+prompt, no sampling, so the figure is stable on a small model. Choices are words the tokenizer keeps whole (one
+token with its leading space), so one forward pass over a prompt scores all four.
+"""
+
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chatforge.data.pipeline import read_parts
+from chatforge.errors import UserError
+from chatforge.model.checkpoint import load_model
+from chatforge.model.gpt import GPT
+from chatforge.model.precision import pick_device
+from chatforge.runs import Run
+from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
+
+SHOTS = 5
+CHOICES = 4
+PASSAGE_WORDS = 10  # next_word's passage: short, so five shots and the item fit tiny's context many times over
+BATCH = 64
+WORD = re.compile(r"[A-Za-z]{3,}")  # the frames (Q:, A:) have no such word, so no answer is one of theirs
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: str
+    choices: tuple[str, ...]
+    answer: int  # index into choices
+
+    def solved(self) -> str:
+        return f"{self.prompt} {self.choices[self.answer]}"
+
+
+def first_word(rng: random.Random, text: str, whole: Callable[[str], bool]) -> Item | None:
+    """Q: w1 w2 w3 w4 / A: w1, the words drawn from the document in a random order."""
+    words = [w for w in dict.fromkeys(w.lower() for w in WORD.findall(text)) if whole(w)]
+    if len(words) < CHOICES:
+        return None
+    picked = rng.sample(words, CHOICES)
+    return Item(f"Q: {' '.join(picked)}\nA:", tuple(picked), 0)
+
+
+def next_word(rng: random.Random, text: str, whole: Callable[[str], bool]) -> Item | None:
+    """Q: a passage of PASSAGE_WORDS words / A: X, with the word that follows X (once in the passage) and three other
+    words of the passage as the choices."""
+    tokens = text.split()
+    start = rng.randrange(max(1, len(tokens) - PASSAGE_WORDS + 1))
+    passage = tokens[start : start + PASSAGE_WORDS]
+    words = [w if WORD.fullmatch(w) and whole(w) else "" for w in passage]
+    spots = [i for i in range(len(words) - 1) if words[i] and words[i + 1] and words.count(words[i]) == 1]
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    others = list(dict.fromkeys(w for w in words if w and w not in (words[i], words[i + 1])))
+    if len(others) < CHOICES - 1:
+        return None
+    choices = [words[i + 1], *rng.sample(others, CHOICES - 1)]
+    rng.shuffle(choices)
+    return Item(f"Q: {' '.join(passage)}\nA: {words[i]}", tuple(choices), choices.index(words[i + 1]))
+
+
+Family = Callable[[random.Random, str, Callable[[str], bool]], Item | None]  # (rng, document, whole) -> an item or None
+FAMILIES: dict[str, Family] = {"first_word": first_word, "next_word": next_word}
+
+
+def make_items(docs: list[str], family: str, n: int, whole: Callable[[str], bool], seed: int = 0) -> list[Item]:
+    """Up to n distinct items of `family` from documents drawn at random, their choices words for which whole(word)
+    holds (seeded: the same documents give the same items); a small val split gives fewer."""
+    rng = random.Random(f"fewshot/{family}/{seed}")
+    make, items, seen = FAMILIES[family], [], set()
+    for _ in range(50 * n):
+        if len(items) == n:
+            break
+        item = make(rng, rng.choice(docs), whole)
+        if item is not None and item.prompt not in seen:
+            seen.add(item.prompt)
+            items.append(item)
+    if len(items) <= 2 * SHOTS:
+        raise UserError(f"few-shot {family}: only {len(items)} items from {len(docs)} val documents; a task needs more "
+                        f"than {2 * SHOTS} (a larger data.val_fraction gives more documents)")
+    return items
+
+
+def pick_shots(items: list[Item], i: int, k: int, rng: random.Random) -> list[Item]:
+    """k other items whose text does not contain item i's answer as a word."""
+    answer = items[i].choices[items[i].answer].lower()
+    pool = [j for j, it in enumerate(items) if j != i and answer not in {w.lower() for w in WORD.findall(it.solved())}]
+    if len(pool) < k:
+        raise UserError(f"few-shot: only {len(pool)} items can be shots for {items[i].prompt!r}; need {k}")
+    return [items[j] for j in rng.sample(pool, k)]
+
+
+def prompts(items: list[Item], k: int, seed: int = 0) -> list[str]:
+    """Each item's prompt after k solved shots, blank-line separated."""
+    rng = random.Random(f"fewshot/shots/{seed}")
+    return ["".join(s.solved() + "\n\n" for s in pick_shots(items, i, k, rng)) + item.prompt
+            for i, item in enumerate(items)]
+
+
+@torch.no_grad()
+def next_logprobs(model: GPT, prompts: list[list[int]], device: str = "cpu", batch_size: int = BATCH) -> torch.Tensor:
+    """log p(next token | prompt) for each prompt, (len(prompts), vocab), from right-padded batches (causal attention:
+    padding after a prompt changes none of its positions); a prompt too long for the context loses its start."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for b in range(0, len(prompts), batch_size):
+        rows = [p[-model.cfg.seq_len :] for p in prompts[b : b + batch_size]]
+        width = max(len(r) for r in rows)
+        x = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+        last = torch.tensor([len(r) - 1 for r in rows], device=device)
+        out.append(torch.log_softmax(model(x)[torch.arange(len(rows), device=device), last].float(), -1).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def whole_words(tok: Tokenizer) -> Callable[[str], bool]:
+    return lambda word: len(tok.encode(" " + word)) == 1
+
+
+def accuracy(model: GPT, tok: Tokenizer, items: list[Item], texts: list[str], device: str = "cpu") -> float:
+    """The share of items whose answer is the most likely of its choices after its prompt text."""
+    logp = next_logprobs(model, [[tok.bos_id] + tok.encode(t) for t in texts], device)
+    choices = torch.tensor([[tok.encode(" " + c)[0] for c in item.choices] for item in items])
+    picked = logp.gather(1, choices).argmax(1)
+    return sum(int(p) == item.answer for p, item in zip(picked, items, strict=True)) / len(items)
+
+
+def stderr(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n)
+
+
+def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
+    """0-shot and SHOTS-shot accuracy on every family, eval.fewshot_items items each, of the base model (of each
+    checkpoint in `stages` when base is not one); a stage's figures are the means over the families and each
+    family's under "tasks"."""
+    stages = ["base"] if "base" in stages else stages
+    docs = [r["text"] for r in read_parts(Path(run.path) / "data" / "val", ["text"])]
+    n, device = run.config.eval.fewshot_items, pick_device()
+    tok = load_tokenizer(run.path / "tokenizer")
+    items = {family: make_items(docs, family, n, whole_words(tok)) for family in FAMILIES}
+    texts = {family: {k: prompts(its, k) for k in (0, SHOTS)} for family, its in items.items()}
+    figures = {}
+    for stage in stages:
+        model = load_model(run.path / stage, device)
+        tasks = {}
+        for family, its in items.items():
+            acc = {k: accuracy(model, tok, its, texts[family][k], device) for k in (0, SHOTS)}
+            tasks[family] = {"acc_0shot": round(acc[0], 4), f"acc_{SHOTS}shot": round(acc[SHOTS], 4), "n": len(its),
+                             "chance": 1 / CHOICES, "stderr_0shot": round(stderr(acc[0], len(its)), 4),
+                             f"stderr_{SHOTS}shot": round(stderr(acc[SHOTS], len(its)), 4)}
+            print(f"fewshot {stage} {family}: 0-shot {acc[0]:.3f}, {SHOTS}-shot {acc[SHOTS]:.3f} "
+                  f"(n={len(its)}, chance {1 / CHOICES:.2f})")
+        figures[stage] = {"acc_0shot": round(sum(t["acc_0shot"] for t in tasks.values()) / len(tasks), 4),
+                          f"acc_{SHOTS}shot": round(sum(t[f"acc_{SHOTS}shot"] for t in tasks.values()) / len(tasks), 4),
+                          "n": sum(t["n"] for t in tasks.values()), "chance": 1 / CHOICES, "tasks": tasks}
+    examples = {family: texts[family][SHOTS][0] + " " + its[0].choices[its[0].answer] for family, its in items.items()}
+    return {"figures": figures, "examples": examples}, figures

@@ -1,0 +1,120 @@
+import json
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from chatforge.eval.fewshot import CHOICES, FAMILIES, SHOTS, WORD, Item, accuracy, make_items, next_logprobs, prompts
+from chatforge.eval.regurgitation import greedy, matches
+from chatforge.model.gpt import GPT, GPTConfig
+from tests.conftest import chatforge
+
+TEXT = ("The council voted on Tuesday to close the old library after a long debate about costs and the future of "
+        "reading in the town, while the mayor promised a new building near the station within three years. "
+        "Shops nearby said fewer visitors would hurt trade, and parents asked where children would study.")
+DOCS = [TEXT, TEXT.upper().lower().replace("library", "museum"),
+        "Rain fell across the northern hills for a third week, flooding fields and closing roads between villages; "
+        "farmers counted losses while engineers checked every bridge and the river kept rising past old marks."]
+
+
+def whole(word: str) -> bool:
+    return True
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_items_are_deterministic_and_well_formed(family):
+    items = make_items(DOCS, family, 30, whole)
+    assert items == make_items(DOCS, family, 30, whole)
+    assert items != make_items(DOCS, family, 30, whole, seed=1)
+    for item in items:
+        assert len(set(item.choices)) == CHOICES and 0 <= item.answer < CHOICES
+        body = item.prompt.split("\n")[0]
+        if family == "first_word":
+            assert body.split()[1] == item.choices[item.answer]
+        else:  # the answer follows the asked word in the passage
+            asked = item.prompt.split("A: ")[1]
+            assert f" {asked} {item.choices[item.answer]}" in f" {body.removeprefix('Q: ')}"
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_shots_never_contain_the_answer(family):
+    items = make_items(DOCS, family, 30, whole)
+    texts = prompts(items, SHOTS)
+    assert prompts(items, 0) == [it.prompt for it in items]
+    for item, text in zip(items, texts, strict=True):
+        shots = text.removesuffix(item.prompt)
+        assert shots.count("\n\n") == SHOTS
+        assert item.choices[item.answer] not in {w.lower() for w in WORD.findall(shots)}
+
+
+class Prefers(nn.Module):
+    """A model whose next-token logits are `table[last token]`: what it prefers is set by hand."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.cfg = GPTConfig(vocab_size=table.size(0), seq_len=64, n_layer=1, n_embd=8, n_head=1, n_kv_head=1)
+        self.table = table
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table[idx]
+
+
+class WordTok:
+    """One token per word (a leading space is no part of it); BOS is 0."""
+    bos_id = 0
+
+    def __init__(self, words: list[str]):
+        self.ids = {w: i + 1 for i, w in enumerate(words)}
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids[w] for w in text.split()]
+
+
+def test_scorer_picks_the_choice_the_model_prefers():
+    words = ["q", "a", "x", "y", "z", "w", "v"]
+    tok = WordTok(words)
+    table = torch.zeros(len(words) + 1, len(words) + 1)
+    table[tok.ids["a"], tok.ids["y"]] = 5.0  # after "a" the model wants "y"
+    table[tok.ids["v"], tok.ids["w"]] = 5.0  # after "v", "w"
+    model = Prefers(table)
+    items = [Item("q x a", ("x", "y", "z", "w"), 1), Item("q x a", ("y", "x", "z", "w"), 1),
+             Item("q q q q v", ("x", "y", "z", "w"), 3)]  # prompts of other lengths in one padded batch
+    assert accuracy(model, tok, items, [it.prompt for it in items]) == pytest.approx(2 / 3)
+    logp = next_logprobs(model, [[0, 1, 2], [0, 7, 7, 7, 7, 7]])
+    assert logp.shape == (2, len(words) + 1) and logp[1].argmax() == tok.ids["w"]
+    assert torch.allclose(logp.exp().sum(1), torch.ones(2))
+
+
+def test_a_memorised_document_is_regurgitated_and_a_held_out_one_is_not():
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    cfg = GPTConfig(vocab_size=64, seq_len=64, n_layer=2, n_embd=64, n_head=2, n_kv_head=2)
+    seen, held_out = ([rng.randrange(1, 64) for _ in range(48)] for _ in range(2))
+    model = GPT(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.tensor([seen[:-1]]), torch.tensor([seen[1:]])
+    for _ in range(150):
+        loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    outs = greedy(model, [seen[:16], held_out[:16]], 32)
+    train, val = matches(outs[:1], [seen[16:]]), matches(outs[1:], [held_out[16:]])
+    assert train["match"] > 0.9 and train["verbatim_rate"] == 1.0
+    assert val["match"] < 0.2 and val["verbatim_rate"] == 0.0
+
+
+def test_matches_counts_tokens_and_verbatim_halves():
+    got = matches([[1, 2, 3, 9], [9, 2, 3, 4]], [[1, 2, 3, 4], [1, 2, 3, 4]])
+    assert got == {"match": 0.75, "verbatim_rate": 0.5, "n": 2}
+
+
+def test_eval_kinds_write_their_json(micro_run):
+    chatforge("eval", "fewshot", "regurgitation", "--run", str(micro_run), "--eval.fewshot_items=40")
+    few = json.loads((micro_run / "eval" / "fewshot.json").read_text())["figures"]["base"]
+    assert few["n"] == sum(t["n"] for t in few["tasks"].values()) <= 40 * len(FAMILIES) and few["chance"] == 1 / CHOICES
+    assert set(few["tasks"]) == set(FAMILIES) and 0 <= few["acc_5shot"] <= 1
+    reg = json.loads((micro_run / "eval" / "regurgitation.json").read_text())["base"]
+    assert reg["n"] > 0 and 0 <= reg["train_match"] <= 1 and 0 <= reg["val_verbatim_rate"] <= 1
+    assert set(reg["facts"]) == {"1", "4", "16", "64"}
