@@ -81,16 +81,13 @@ def make_items(docs: list[str], family: str, n: int, whole: Callable[[str], bool
     holds (seeded: the same documents give the same items); a small val split gives fewer."""
     rng = random.Random(f"fewshot/{family}/{seed}")
     make, items, seen = FAMILIES[family], [], set()
-    for _ in range(50 * n):
+    for _ in range(max(50 * n, 10_000)):
         if len(items) == n:
             break
         item = make(rng, rng.choice(docs), whole)
         if item is not None and item.prompt not in seen:
             seen.add(item.prompt)
             items.append(item)
-    if len(items) <= 2 * SHOTS:
-        raise UserError(f"few-shot {family}: only {len(items)} items from {len(docs)} val documents; a task needs more "
-                        f"than {2 * SHOTS} (a larger data.val_fraction gives more documents)")
     return items
 
 
@@ -152,6 +149,11 @@ def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
     n, device = run.config.eval.fewshot_items, pick_device()
     tok = load_tokenizer(run.path / "tokenizer")
     items = {family: make_items(docs, family, n, whole_words(tok)) for family in FAMILIES}
+    for family in [f for f, its in items.items() if len(its) <= 2 * SHOTS]:  # too few to draw shots from
+        print(f"fewshot: left out {family}, only {len(items.pop(family))} items from {len(docs)} val documents")
+    if not items:
+        raise UserError(f"few-shot: no task has more than {2 * SHOTS} items from the {len(docs)} val documents of "
+                        f"{run.path}; a larger data.val_fraction gives more")
     texts = {family: {k: prompts(its, k) for k in (0, SHOTS)} for family, its in items.items()}
     figures = {}
     for stage in stages:
