@@ -58,7 +58,9 @@ def test_speedrun_again_skips_what_is_done_and_rewrites_the_report(micro_run, tm
     out = chatforge("speedrun", "--run", str(run))
     for stage in ("data", "tokenizer", "pretrain", "sft", "probe", "rl", "index", "eval"):
         assert f"{stage}: already done" in out.stdout
-    assert "unigram baseline" in out.stdout and "chatforge chat --run" in out.stdout.splitlines()[-1]
+    last = out.stdout.splitlines()[-2:]  # how to chat in the terminal, then in the browser
+    assert "unigram baseline" in out.stdout and "chatforge chat --run" in last[0] and "chatforge serve" in last[1]
+    assert "speedrun estimate" in out.stdout.splitlines()[0]
 
 
 def test_finished_stage_is_a_no_op(micro_run):

@@ -204,3 +204,5 @@ def test_resume_is_exact(micro_run, tmp_path):
         lines = (run.path / "metrics" / "rl.jsonl").read_text().splitlines()
         return [{k: v for k, v in json.loads(ln).items() if k not in ("rollout_s", "step_s")} for ln in lines]
     assert rows(straight) == rows(stopped)
+    lr = straight.config.rl.lr  # warmed up over the first 10 steps: Adam's first steps move every weight by lr
+    assert [r["lr"] for r in rows(straight)] == pytest.approx([lr / 10, 2 * lr / 10, 3 * lr / 10])

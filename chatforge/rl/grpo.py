@@ -36,10 +36,12 @@ from chatforge.train import (
     batch_indices,
     check_finite,
     load_state,
+    lr_multiplier,
     progress,
     progress_bar,
     restore_rng,
     save_state,
+    set_lr,
 )
 
 MAX_BATCH = 64  # engine rows: a step's P x G answers decode together up to this many
@@ -201,6 +203,7 @@ def rl(run, resume: bool = False) -> dict:
             old = token_logprobs(model, x, y)
             ref_logp = token_logprobs(ref, x, y) if ref is not None else None
         kls, clips = [], []
+        set_lr(optimizer, lr_multiplier(0.0, state.step, rc.warmup_steps, 0.0))
         for _ in range(rc.epochs):
             with autocast(device, dtype):
                 logp = token_logprobs(model, x, y)
@@ -222,7 +225,8 @@ def rl(run, resume: bool = False) -> dict:
                    clip_frac=round(sum(clips) / len(clips), 4),
                    tool_call_rate=round(sum(r.tool_calls > 0 for r in rolls) / n, 4),
                    verifier_failures=sum(r.failed for r in rolls), loss=round(loss.item(), 5),
-                   grad_norm=round(grad_norm, 4), trained=len(keep), rollout_s=round(rollout_s, 2),
+                   grad_norm=round(grad_norm, 4), lr=optimizer.param_groups[0]["lr"], trained=len(keep),
+                   rollout_s=round(rollout_s, 2),
                    step_s=round(time.time() - t0, 2))
         if rm_scores is not None:
             row["rm_score"] = round(sum(rm_scores) / n, 4)
