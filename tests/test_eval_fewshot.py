@@ -5,9 +5,12 @@ import pytest
 import torch
 from torch import nn
 
+from chatforge.data.pipeline import read_parts
 from chatforge.eval.fewshot import CHOICES, FAMILIES, SHOTS, WORD, Item, accuracy, make_items, next_logprobs, prompts
-from chatforge.eval.regurgitation import greedy, matches
+from chatforge.eval.regurgitation import greedy, matches, read_starts
 from chatforge.model.gpt import GPT, GPTConfig
+from chatforge.runs import open_run
+from chatforge.tokenizer.bpe import load_tokenizer
 from tests.conftest import chatforge
 
 TEXT = ("The council voted on Tuesday to close the old library after a long debate about costs and the future of "
@@ -118,3 +121,10 @@ def test_eval_kinds_write_their_json(micro_run):
     reg = json.loads((micro_run / "eval" / "regurgitation.json").read_text())["base"]
     assert reg["n"] > 0 and 0 <= reg["train_match"] <= 1 and 0 <= reg["val_verbatim_rate"] <= 1
     assert set(reg["facts"]) == {"1", "4", "16", "64"}
+
+
+def test_read_starts_are_starts_of_train_documents(micro_run):
+    tok = load_tokenizer(micro_run / "tokenizer")
+    seen = read_starts(open_run(micro_run, save=False), tok.bos_id, 8)
+    starts = {tuple(tok.encode(r["text"])[:8]) for r in read_parts(micro_run / "data" / "train", ["text"])}
+    assert seen and seen <= starts

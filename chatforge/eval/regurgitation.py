@@ -2,13 +2,15 @@
 (extractable memorisation, Carlini et al. 2021: a prefix of the document, the greedy continuation compared token by
 token with the document's own next tokens).
 
-Three sets: the start of ordinary train-split documents (pretraining read each about once on tiny), of val-split
-ones (never read), and the synthetic fact pages (data/facts.py), each cut right after a person's name opens a
-paragraph, grouped by how many paragraphs mention that person (EXPOSURES): the rest of the paragraph is the
-person's facts in one of a few templates, so its match rises with exposure as the facts are stored.
+Three sets: the start of ordinary train-split documents that pretraining read (a row it trained on began with
+them), of val-split ones (never read), and the synthetic fact pages (data/facts.py), each cut right after a
+person's name opens a paragraph, grouped by how many paragraphs mention that person (EXPOSURES): the rest of the
+paragraph is the person's facts in one of a few templates, so its match by exposure shows how many mentions storing
+them takes.
 """
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,20 +23,34 @@ from chatforge.model.gpt import GPT, KVCache
 from chatforge.model.precision import pick_device
 from chatforge.runs import Run
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer
+from chatforge.tokenizer.shards import TokenShards
 
 SYNTHETIC = ("facts/", "copy/")  # the ids of data/facts.py's and data/copying.py's pages
 BATCH = 256  # rows decoded together: a CPU step streams the weights once for all of them
+READ_ROWS = 50_000  # pretraining rows scanned for the documents they start with: all of tiny's 7,200
 
 
-def document_items(tok: Tokenizer, texts: list[str], n: int, prefix: int, length: int,
-                   seed: int = 0) -> list[tuple[list[int], list[int]]]:
-    """(BOS + the first `prefix` tokens, the next `length` tokens) of n documents so long, drawn at random."""
+def read_starts(run: Run, bos_id: int, n_tokens: int) -> set[tuple[int, ...]]:
+    """The first n_tokens of every document a row of pretraining began with, in its first READ_ROWS rows (rows are
+    positions 0, 1, ... of TokenShards.batch's order, so the same call gives the same rows)."""
+    pc, seq_len = run.config.pretrain, run.config.model.seq_len
+    rows = min(run.stage_info("pretrain").get("metrics", {}).get("tokens", 0) // seq_len, READ_ROWS)
+    if rows == 0:
+        return set()
+    x, _ = TokenShards(run.path / "tokens", "train").batch(pc.seed, 0, rows, seq_len, bos_id)
+    return {tuple(row[1 : 1 + n_tokens]) for row in x[x[:, 0] == bos_id].tolist()}
+
+
+def document_items(tok: Tokenizer, texts: list[str], n: int, prefix: int, length: int, seed: int = 0,
+                   keep: Callable[[list[int]], bool] = lambda ids: True) -> list[tuple[list[int], list[int]]]:
+    """(BOS + the first `prefix` tokens, the next `length` tokens) of n documents so long whose first prefix + length
+    tokens `keep` accepts, drawn at random."""
     rng = random.Random(seed)
     out = []
     for text in rng.sample(texts, len(texts)):
-        ids = tok.encode(text)
-        if len(ids) >= prefix + length:
-            out.append(([tok.bos_id] + ids[:prefix], ids[prefix : prefix + length]))
+        ids = tok.encode(text)[: prefix + length]
+        if len(ids) == prefix + length and keep(ids):
+            out.append(([tok.bos_id] + ids[:prefix], ids[prefix:]))
             if len(out) == n:
                 break
     return out
@@ -50,8 +66,8 @@ def fact_items(tok: Tokenizer, n_people: int, n: int, prefix: int, length: int,
         start = 0
         for para in page.split("\n\n"):
             name = " ".join(para.split()[:2])
-            head = [tok.bos_id] + tok.encode(page[: start + len(name)])
-            if name in exposure and len(head) > prefix:
+            head = [tok.bos_id] + tok.encode(page[: start + len(name)]) if name in exposure else []
+            if len(head) > prefix:
                 found[exposure[name]].append((head[-prefix - 1 :], tok.encode(para[len(name) :])[:length]))
             start += len(para) + 2
     rng = random.Random(seed)
@@ -102,10 +118,15 @@ def evaluate_regurgitation(run: Run, stages: list[str]) -> tuple[dict, dict]:
                         f"{', '.join(stages) or 'none'}")
     ec, data = run.config.eval, Path(run.path) / "data"
     n, prefix, length = ec.regurgitation_docs, ec.regurgitation_prefix, ec.regurgitation_tokens
+    if prefix + 1 + length > run.config.model.seq_len:
+        raise UserError(f"eval.regurgitation_prefix + eval.regurgitation_tokens + 1 (BOS) = {prefix + 1 + length} "
+                        f"tokens do not fit the model's context of {run.config.model.seq_len}")
     tok = load_tokenizer(run.path / "tokenizer")
     train = [r["text"] for r in read_parts(data / "train", ["id", "text"]) if not r["id"].startswith(SYNTHETIC)]
     val = [r["text"] for r in read_parts(data / "val", ["text"])]
-    sets = {"train": document_items(tok, train, n, prefix, length), "val": document_items(tok, val, n, prefix, length)}
+    seen = read_starts(run, tok.bos_id, prefix + length)
+    sets = {"train": document_items(tok, train, n, prefix, length, keep=lambda ids: tuple(ids) in seen),
+            "val": document_items(tok, val, n, prefix, length)}
     if run.config.data.facts:
         sets |= {f"facts_x{e}": items for e, items in fact_items(tok, run.config.data.facts, n // 2, prefix,
                                                                   length).items()}
