@@ -6,7 +6,18 @@ import torch
 from torch import nn
 
 from chatforge.data.pipeline import read_parts
-from chatforge.eval.fewshot import CHOICES, FAMILIES, SHOTS, WORD, Item, accuracy, make_items, next_logprobs, prompts
+from chatforge.eval.fewshot import (
+    CHOICES,
+    FAMILIES,
+    SHOTS,
+    WORD,
+    Item,
+    accuracy,
+    make_items,
+    next_logprobs,
+    prompts,
+    with_shots,
+)
 from chatforge.eval.regurgitation import greedy, matches, read_starts
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.runs import open_run
@@ -49,6 +60,12 @@ def test_shots_never_contain_the_answer(family):
         shots = text.removesuffix(item.prompt)
         assert shots.count("\n\n") == SHOTS
         assert item.choices[item.answer] not in {w.lower() for w in WORD.findall(shots)}
+
+
+def test_an_item_without_enough_shots_is_left_out():
+    items = [Item(f"Q: the {w} and\nA:", ("the", w, "and", "of"), 0) for w in ("cat", "dog", "cow")]
+    items.append(Item("Q: red sun\nA:", ("red", "sun", "sky", "sea"), 0))
+    assert with_shots(items, 2) == items[3:]  # "the" is in all items but one
 
 
 class Prefers(nn.Module):

@@ -91,20 +91,23 @@ def make_items(docs: list[str], family: str, n: int, whole: Callable[[str], bool
     return items
 
 
-def pick_shots(items: list[Item], i: int, k: int, rng: random.Random) -> list[Item]:
-    """k other items whose text does not contain item i's answer as a word."""
-    answer = items[i].choices[items[i].answer].lower()
-    pool = [j for j, it in enumerate(items) if j != i and answer not in {w.lower() for w in WORD.findall(it.solved())}]
-    if len(pool) < k:
-        raise UserError(f"few-shot: only {len(pool)} items can be shots for {items[i].prompt!r}; need {k}")
-    return [items[j] for j in rng.sample(pool, k)]
+def shot_pools(items: list[Item]) -> list[list[int]]:
+    """For each item, the other items whose text does not contain its answer as a word: the shots it may have."""
+    words = [{w.lower() for w in WORD.findall(it.solved())} for it in items]
+    return [[j for j in range(len(items)) if j != i and it.choices[it.answer].lower() not in words[j]]
+            for i, it in enumerate(items)]
+
+
+def with_shots(items: list[Item], k: int = SHOTS) -> list[Item]:
+    """The items that can have k shots (an answer as common as "the" in a small corpus may not)."""
+    return [it for it, pool in zip(items, shot_pools(items), strict=True) if len(pool) >= k]
 
 
 def prompts(items: list[Item], k: int, seed: int = 0) -> list[str]:
-    """Each item's prompt after k solved shots, blank-line separated."""
+    """Each item's prompt after k solved shots drawn from its pool, blank-line separated."""
     rng = random.Random(f"fewshot/shots/{seed}")
-    return ["".join(s.solved() + "\n\n" for s in pick_shots(items, i, k, rng)) + item.prompt
-            for i, item in enumerate(items)]
+    return ["".join(items[j].solved() + "\n\n" for j in rng.sample(pool, k)) + item.prompt
+            for item, pool in zip(items, shot_pools(items), strict=True)]
 
 
 @torch.no_grad()
@@ -148,7 +151,7 @@ def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
     docs = [r["text"] for r in read_parts(Path(run.path) / "data" / "val", ["text"])]
     n, device = run.config.eval.fewshot_items, pick_device()
     tok = load_tokenizer(run.path / "tokenizer")
-    items = {family: make_items(docs, family, n, whole_words(tok)) for family in FAMILIES}
+    items = {family: with_shots(make_items(docs, family, n, whole_words(tok))) for family in FAMILIES}
     for family in [f for f, its in items.items() if len(its) <= 2 * SHOTS]:  # too few to draw shots from
         print(f"fewshot: left out {family}, only {len(items.pop(family))} items from {len(docs)} val documents")
     if not items:
