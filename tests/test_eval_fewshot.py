@@ -45,7 +45,7 @@ def test_items_are_deterministic_and_well_formed(family):
         assert len(set(item.choices)) == CHOICES and 0 <= item.answer < CHOICES
         body = item.prompt.split("\n")[0]
         if family == "first_word":
-            assert body.split()[1] == item.choices[item.answer]
+            assert body.split()[1] == item.choices[item.answer] and set(body.split()[1:]) == set(item.choices)
         else:  # the answer follows the asked word in the passage
             asked = item.prompt.split("A: ")[1]
             assert f" {asked} {item.choices[item.answer]}" in f" {body.removeprefix('Q: ')}"

@@ -45,12 +45,13 @@ class Item:
 
 
 def first_word(rng: random.Random, text: str, whole: Callable[[str], bool]) -> Item | None:
-    """Q: w1 w2 w3 w4 / A: w1, the words drawn from the document in a random order."""
+    """Q: w1 w2 w3 w4 / A: w1, the words drawn from the document in a random order, the choices in another."""
     words = [w for w in dict.fromkeys(w.lower() for w in WORD.findall(text)) if whole(w)]
     if len(words) < CHOICES:
         return None
     picked = rng.sample(words, CHOICES)
-    return Item(f"Q: {' '.join(picked)}\nA:", tuple(picked), 0)
+    choices = rng.sample(picked, CHOICES)
+    return Item(f"Q: {' '.join(picked)}\nA:", tuple(choices), choices.index(picked[0]))
 
 
 def next_word(rng: random.Random, text: str, whole: Callable[[str], bool]) -> Item | None:
