@@ -80,10 +80,10 @@ def trl_step_s(run_path: Path, into: Path, settings: dict, steps: int) -> float:
     task = load_task(rc.task)
     pool = prompt_pool(task, tok, rc, run.config, model.cfg.seq_len)
     data = Dataset.from_list([{"prompt": tok.decode(render_prompt(tok, ex["messages"][:-1])), "i": i}
-                              for i, ex in enumerate(pool)])
+                              for i, (_, ex) in enumerate(pool)])
 
     def reward(prompts, completions, i, **_):
-        return [task.score(pool[k], c) for k, c in zip(i, completions, strict=True)]
+        return [pool[k][0].score(pool[k][1], c) for k, c in zip(i, completions, strict=True)]
 
     stamps: list[float] = []
 
@@ -118,8 +118,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     run_path = Path(args.run)
-    # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none
-    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.0, tools=False)
+    # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none.
+    # A KL term on both sides: GRPO then trains on every answer, as TRL does, even where all answers scored alike
+    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False)
     steps = 2 if args.quick else 4
     out: dict = {"mode": "quick" if args.quick else "full", "speed_settings": settings, "timed_steps": steps}
     with tempfile.TemporaryDirectory(prefix="bench_rl_") as tmp:

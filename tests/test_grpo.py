@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from chatforge.errors import UserError
 from chatforge.infer.engine import Request, SamplingParams
 from chatforge.rl.common import load_task, pad, read_pairs
-from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, rl, rollout
+from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, prompt_pool, rl, rollout
 from chatforge.runs import open_run
 from chatforge.tasks.arithmetic import Arithmetic
 from chatforge.tasks.common import reply_text
@@ -168,12 +168,26 @@ def test_rollouts_train_on_sampled_tokens_only(micro_run):
             return req
 
     ex = {"messages": [{"role": "user", "content": "6*7?"}, {"role": "assistant", "content": "42"}], "answer": 42}
-    ended, cut = rollout(Engine(), Arithmetic(), [ex], 2, SamplingParams(), seed=0)
+    ended, cut = rollout(Engine(), [(Arithmetic(), ex)], 2, SamplingParams(), seed=0)
     assert ended.tokens[-1] == tok.special("<|im_end|>") and ended.mask[-1] == 1 and ended.accuracy == 1
     assert cut.tokens == ended.tokens[:-1] and cut.mask == ended.mask[:-1]
     start, end = ended.tokens.index(tok.special("<|output_start|>")), ended.tokens.index(tok.special("<|output_end|>"))
     assert ended.mask == [1] * start + [0] * (end + 1 - start) + [1] * (len(ended.tokens) - end - 1)
-    assert ended.tool_calls == 1
+    assert ended.tool_calls == 1 and ended.task == "arithmetic"
+
+
+def test_mixed_tasks_join_the_practice_each_scored_by_its_own_verifier(micro_run, tmp_path):
+    run = rl_run(micro_run, tmp_path, mix="identity:8", steps=1, prompts=4)
+    rc, tok = run.config.rl, load_tokenizer(run.path / "tokenizer")
+    pool = prompt_pool(load_task(rc.task), tok, rc, run.config, 256)
+    assert [t.name for t, _ in pool].count("identity") == 8 and pool[0][0].name == "arithmetic"
+    rl(run)
+    row = json.loads((run.path / "metrics" / "rl.jsonl").read_text())
+    assert "task_accuracy" in row
+    for mix, why in (("arithmetic:4", "rl.task itself"), ("chats.jsonl:1", "a file")):
+        rc.mix = mix
+        with pytest.raises(UserError, match=why):
+            prompt_pool(load_task(rc.task), tok, rc, run.config, 256)
 
 
 def test_a_failing_verifier_is_zero_reward_logged_not_fatal(micro_run, tmp_path):
