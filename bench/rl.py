@@ -120,7 +120,7 @@ def main() -> None:
     run_path = Path(args.run)
     # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none.
     # A KL term on both sides: GRPO then trains on every answer, as TRL does, even where all answers scored alike
-    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False)
+    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False, mix="")
     steps = 2 if args.quick else 4
     out: dict = {"mode": "quick" if args.quick else "full", "speed_settings": settings, "timed_steps": steps}
     with tempfile.TemporaryDirectory(prefix="bench_rl_") as tmp:

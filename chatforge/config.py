@@ -193,7 +193,7 @@ class RewardConfig:
     data: str = ""  # extra TRL-style JSONL pairs (prompt/chosen/rejected), comma-separated
     pairs: int = 600  # pairs made per type from rl.task (correct vs wrong, format, concise)
     margin: float = 0.0  # Bradley-Terry with a margin: -log sigmoid(r_chosen - r_rejected - margin)
-    steps: int = 150
+    steps: int = 600  # correct-vs-wrong held-out accuracy on tiny: 0.733 vs 0.642 at 150
     batch_size: int = 16
     lr: float = 3e-4
     test_fraction: float = 0.2  # pairs held out for the pairwise accuracy

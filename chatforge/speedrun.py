@@ -11,6 +11,7 @@ import torch
 
 from chatforge.config import Config
 from chatforge.model.gpt import GPT
+from chatforge.model.precision import autocast_dtype
 from chatforge.pretrain.horizon import resolve_pretrain
 from chatforge.pretrain.mfu import peak_flops
 
@@ -41,7 +42,7 @@ def estimate(config: Config, device: str, peak: float | None = None, processes: 
     """Seconds per stage of a speedrun with `config` on `processes` devices like `device`, whose peak FLOP/s is
     measured when not given."""
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    peak = peak or peak_flops(device, torch.bfloat16 if kind == "cuda" else None, repeats=3)
+    peak = peak or peak_flops(device, autocast_dtype(config.pretrain.dtype, device))
     with torch.device("meta"):
         train_flops = GPT(config.model).flops_per_token()
     sample_flops = train_flops / 3  # the forward pass alone
@@ -56,8 +57,7 @@ def estimate(config: Config, device: str, peak: float | None = None, processes: 
 
 
 def print_estimate(config: Config, device: str, processes: int = 1) -> dict[str, float]:
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    peak = peak_flops(device, torch.bfloat16 if kind == "cuda" else None, repeats=3)
+    peak = peak_flops(device, autocast_dtype(config.pretrain.dtype, device))  # the dtype training will run in
     seconds = estimate(config, device, peak, processes)
     parts = ", ".join(f"{stage} {s / 60:.1f}" for stage, s in seconds.items() if s >= 30)
     print(f"speedrun estimate: {sum(seconds.values()) / 60:.0f} min on {processes} x {device} at a peak of "
