@@ -72,6 +72,8 @@ def trl_step_s(run_path: Path, into: Path, settings: dict, steps: int) -> float:
     end = tok.special("<|im_end|>")
     model = load_model(run_path / start_checkpoint(run_path), device)
     hf = to_hf_model(model, tok.bos_id, end)
+    hf.save_pretrained(into / "hf")  # with a KL term TRL loads its reference model from the policy's path
+    hf.config._name_or_path = str(into / "hf")
     hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(run_path / "tokenizer" / "tokenizer.json"),
                                      bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>")
     rc = run.config.rl
