@@ -1,5 +1,6 @@
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -130,12 +131,13 @@ def test_matches_counts_tokens_and_verbatim_halves():
     assert got == {"match": 0.75, "verbatim_rate": 0.5, "n": 2}
 
 
-def test_eval_kinds_write_their_json(micro_run):
-    chatforge("eval", "fewshot", "regurgitation", "--run", str(micro_run), "--eval.fewshot_items=40")
-    few = json.loads((micro_run / "eval" / "fewshot.json").read_text())["figures"]["base"]
+def test_eval_kinds_write_their_json(micro_run, tmp_path):
+    run = shutil.copytree(micro_run, tmp_path / "micro")  # redoing eval marks the shared run's export stale
+    chatforge("eval", "fewshot", "regurgitation", "--run", str(run), "--eval.fewshot_items=40")
+    few = json.loads((run / "eval" / "fewshot.json").read_text())["figures"]["base"]
     assert few["n"] == sum(t["n"] for t in few["tasks"].values()) <= 40 * len(FAMILIES) and few["chance"] == 1 / CHOICES
     assert set(few["tasks"]) <= set(FAMILIES) and few["tasks"] and 0 <= few["acc_5shot"] <= 1
-    reg = json.loads((micro_run / "eval" / "regurgitation.json").read_text())["base"]
+    reg = json.loads((run / "eval" / "regurgitation.json").read_text())["base"]
     assert reg["n"] > 0 and 0 <= reg["train_match"] <= 1 and 0 <= reg["val_verbatim_rate"] <= 1
     assert set(reg["facts"]) == {"1", "4", "16", "64"}
 
