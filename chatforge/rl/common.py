@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from chatforge.config import Config
 from chatforge.errors import UserError
 from chatforge.model.gpt import GPT
 from chatforge.tasks import TASKS
@@ -44,7 +45,7 @@ def start_checkpoint(run_path: str | Path) -> str:
     raise UserError(f"{run_path} has no chat model to start from (run `chatforge sft` first)")
 
 
-def task_examples(task: Task, split: str, n: int, seed: int, config, tools: bool) -> list[dict]:
+def task_examples(task: Task, split: str, n: int, seed: int, config: Config, tools: bool) -> list[dict]:
     """n examples of `task` asked in the RL's tool setting: with tools on, those marked "tools": False (the
     calculator task's tools-off variant) are left out, with tools off only those; up to 4n drawn to find them."""
     out = [ex for ex in task.examples(split, 4 * n, seed, config) if ex.get("tools", True) == tools]
