@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from chatforge.infer.engine import Engine, GenStats, SamplingParams, generate, onednn_ok, sample_token
+from chatforge.infer.engine import Engine, GenStats, SamplingParams, draw, generate, onednn_ok, sample_token
 from chatforge.infer.tools import Tools
 from chatforge.model.gpt import GPT, GPTConfig
 from chatforge.tokenizer.bpe import train_tokenizer
@@ -94,6 +94,31 @@ def test_batched_greedy_equals_unbatched_with_requests_joining_and_leaving(model
         assert r.tokens == full_greedy(model, p, n) and r.done
     assert late.tokens == full_greedy(model, [20, 21], 10)
 
+
+
+def test_a_prompt_admitted_several_times_is_prefilled_once_with_the_same_results(model):
+    """RL groups and the API's `n`: copies of a prompt share one prefill; each copy decodes as if alone."""
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [1, 2, 3], [9], [4, 5, 6, 7, 8], [1, 2, 3]]
+    engine = Engine(model, max_batch=6)
+    greedy = engine.generate(prompts, GREEDY)
+    assert [r.tokens for r in greedy] == [full_greedy(model, p, 10) for p in prompts]
+    sampled = SamplingParams(max_tokens=10, temperature=1.0, seed=5)
+    copies = engine.generate([[1, 2, 3]] * 4 + [[9]], sampled)
+    assert all(r.tokens == Engine(model, max_batch=1).generate([[1, 2, 3]], sampled)[0].tokens for r in copies[:4])
+    alone_per_seed = [Engine(model, max_batch=1).generate([[1, 2, 3]], dataclasses.replace(sampled, seed=s))[0].tokens
+                      for s in range(4)]
+    reqs = [engine.submit([1, 2, 3], dataclasses.replace(sampled, seed=s)) for s in range(4)]
+    for _ in engine.run():
+        pass
+    assert [r.tokens for r in reqs] == alone_per_seed and len({tuple(t) for t in alone_per_seed}) > 1
+
+
+def test_draw_follows_the_probabilities_and_never_draws_a_zero():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.25, 0.25, 0.0])
+    counts = torch.bincount(torch.tensor([draw(probs * 3, g) for _ in range(8000)]), minlength=6)  # unnormalised
+    assert counts[[0, 2, 5]].tolist() == [0, 0, 0]
+    assert counts[[1, 3, 4]].float().div(8000).sub(torch.tensor([0.5, 0.25, 0.25])).abs().max() < 0.02
 
 def alone(model, prompt, n):
     """The greedy tokens of `prompt` run alone (GPT.forward), and how many of them any batch must reproduce:

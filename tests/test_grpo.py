@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from chatforge.errors import UserError
 from chatforge.infer.engine import Request, SamplingParams
-from chatforge.rl.common import load_task, pad, read_pairs
+from chatforge.rl.common import answer_logprobs, load_task, pad, read_pairs, token_logprobs
 from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, prompt_pool, rl, rollout
 from chatforge.runs import open_run
 from chatforge.tasks.arithmetic import Arithmetic
@@ -122,6 +122,35 @@ def test_pad_marks_the_trained_targets():
     assert x.tolist() == [[1, 2, 3], [5, 0, 0]] and y.tolist() == [[2, 3, 4], [6, 0, 0]]
     assert m.tolist() == [[0, 1, 1], [1, 0, 0]]
 
+
+
+def test_answer_logprobs_share_the_prompt_and_equal_whole_sequences():
+    """A group's prompt runs once, left-padded; log-probabilities and gradients equal each whole sequence's."""
+    from chatforge.model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, seq_len=32, n_layer=2, n_embd=32, n_head=4, n_kv_head=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    owner = [0, 0, 1, 1, 1, 2]
+    answers = [[20, 21, 22], [23], [24, 25, 26, 27, 28], [29, 30], [31], [32, 33, 34, 35]]
+    mask = torch.zeros(6, 5)
+    for b, a in enumerate(answers):
+        mask[b, : len(a)] = 1
+    shared = answer_logprobs(model, prompts, answers, owner)
+    (shared * mask).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    x, y, m = pad([(prompts[o] + a, [0] * len(prompts[o]) + [1] * len(a)) for o, a in zip(owner, answers, strict=True)])
+    whole = token_logprobs(model, x, y)
+    (whole * m).sum().backward()
+    for b, (o, a) in enumerate(zip(owner, answers, strict=True)):
+        start = len(prompts[o]) - 1
+        torch.testing.assert_close(shared[b, : len(a)], whole[b, start : start + len(a)], atol=1e-5, rtol=1e-5)
+    for g, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-4)
 
 def test_load_task_by_name_or_module_function():
     assert load_task("arithmetic").name == "arithmetic"

@@ -127,7 +127,7 @@ def sample_token(logits: torch.Tensor, p: SamplingParams, generator: torch.Gener
     """One token from a row of logits (already repetition-penalised) with temperature > 0."""
     logits = logits / p.temperature
     if not (p.top_k or p.top_p < 1 or p.min_p):
-        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+        return draw(torch.softmax(logits, -1), generator)
     logits, order = logits.sort(descending=True)
     if p.top_k:
         logits[p.top_k :] = float("-inf")
@@ -136,7 +136,16 @@ def sample_token(logits: torch.Tensor, p: SamplingParams, generator: torch.Gener
         probs[probs.cumsum(-1) - probs >= p.top_p] = 0
     if p.min_p:
         probs[probs < p.min_p * probs[0]] = 0
-    return int(order[torch.multinomial(probs, 1, generator=generator)])
+    return int(order[draw(probs, generator)])
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """An index drawn with the given (unnormalised) probabilities, by inverting their cumulative sum: 17 vs 116 us
+    for torch.multinomial over a 4,096-token row, a third of an RL rollout's time on tiny. In float64, so that
+    u x total stays below the total and a token of probability 0 is never drawn."""
+    cdf = probs.double().cumsum(0)
+    u = torch.rand(1, generator=generator, dtype=torch.float64, device=probs.device)
+    return int(torch.searchsorted(cdf, u * cdf[-1], right=True))
 
 
 class Engine:
@@ -423,11 +432,19 @@ class Engine:
     def _prefill_prompts(self, reqs: list[Request]) -> None:
         """The prompts of newly admitted requests (consecutive rows) in one forward pass, right-padded
         to the longest: a pad sits past its row's length, where no query of that row looks (the mask)
-        until the row's own next token overwrites it."""
-        T = max(len(r.prompt) for r in reqs)
-        tokens = torch.tensor([r.prompt + [0] * (T - len(r.prompt)) for r in reqs], device=self.device)
-        last = torch.tensor([len(r.prompt) - 1 for r in reqs], device=self.device)
-        self.logits[reqs[0].row : reqs[0].row + len(reqs)] = self._forward(tokens, reqs[0].row, 0, T, last)
+        until the row's own next token overwrites it. A prompt admitted several times (an RL group, the API's
+        `n`) runs once and its cache row is copied: a third of a tiny RL rollout's time was 8 copies' prefill."""
+        unique = list(dict.fromkeys(tuple(r.prompt) for r in reqs))
+        base, T = reqs[0].row, max(len(p) for p in unique)
+        tokens = torch.tensor([list(p) + [0] * (T - len(p)) for p in unique], device=self.device)
+        last = torch.tensor([len(p) - 1 for p in unique], device=self.device)
+        logits = self._forward(tokens, base, 0, T, last)
+        if len(unique) < len(reqs):
+            src = torch.tensor([unique.index(tuple(r.prompt)) for r in reqs], device=self.device)
+            for cache in (*self.k, *self.v):
+                cache[base : base + len(reqs), :, :T] = cache[base : base + len(unique), :, :T][src]
+            logits = logits[src]
+        self.logits[base : base + len(reqs)] = logits
         for r in reqs:
             r.pos = len(r.prompt)
 

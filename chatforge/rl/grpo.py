@@ -8,8 +8,8 @@ covers every kind of prompt: on tiny, RL on the calculator alone took the other 
     loss       -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A) + beta k3(pi, pi_ref), ratio = pi / pi_old
                averaged over every trained token of the step (token-level, DAPO), over `epochs` optimizer steps
 
-The old log-probabilities are the rollout policy's, recomputed by the training model before its first inner step
-(the engine samples from the same weights, refreshed after each step). Tool outputs the engine pastes into an
+The old log-probabilities are the rollout policy's: the training model's in its first inner step (the engine samples
+from the same weights, refreshed after each step). Tool outputs the engine pastes into an
 answer are masked out of the loss: the model did not choose them.
 """
 
@@ -26,7 +26,7 @@ from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.rl.common import load_task, pad, start_checkpoint, task_examples, token_logprobs
+from chatforge.rl.common import answer_logprobs, load_task, start_checkpoint, task_examples
 from chatforge.rl.reward import load_reward_model
 from chatforge.tasks import TASKS, parse_mixture
 from chatforge.tasks.common import Task
@@ -202,8 +202,7 @@ def rl(run, resume: bool = False) -> dict:
         t0 = time.time()
         rolls = rollout(engine, [pool[i] for i in idx], rc.group, params, rc.seed + state.step)
         rollout_s = time.time() - t0
-        seqs = [(r.prompt + r.tokens, [0] * len(r.prompt) + r.mask) for r in rolls]
-        rm_scores = scorer.score_ids([ids for ids, _ in seqs], device) if scorer else None
+        rm_scores = scorer.score_ids([r.prompt + r.tokens for r in rolls], device) if scorer else None
         for k, r in enumerate(rolls):
             main = rm_scores[k] if rm_scores is not None else r.accuracy
             r.reward = rc.accuracy_weight * main + rc.format_weight * r.formatted
@@ -213,16 +212,22 @@ def rl(run, resume: bool = False) -> dict:
         # loss still divides by every answer's tokens, so the update is the same. While most groups score alike
         # (early on, a hard task) this skips most of the step's training. One answer stays: the step is uniform.
         keep = [k for k in range(len(rolls)) if ref is not None or adv[k] != 0] or [0]
-        x, y, mask = (t.to(device) for t in pad([seqs[k] for k in keep]))
+        groups = sorted({k // rc.group for k in keep})
+        batch = ([rolls[g * rc.group].prompt for g in groups], [rolls[k].tokens for k in keep],
+                 [groups.index(k // rc.group) for k in keep])
+        mask = torch.zeros(len(keep), max(len(rolls[k].tokens) for k in keep), device=device)
+        for b, k in enumerate(keep):
+            mask[b, : len(rolls[k].mask)] = torch.tensor(rolls[k].mask, dtype=torch.float)
         adv, n_tokens = adv[keep].to(device), sum(sum(r.mask) for r in rolls)
         with torch.no_grad(), autocast(device, dtype):
-            old = token_logprobs(model, x, y)
-            ref_logp = token_logprobs(ref, x, y) if ref is not None else None
+            ref_logp = answer_logprobs(ref, *batch) if ref is not None else None
         kls, clips = [], []
         set_lr(optimizer, lr_multiplier(0.0, state.step, rc.warmup_steps, 0.0))
-        for _ in range(rc.epochs):
+        for epoch in range(rc.epochs):
             with autocast(device, dtype):
-                logp = token_logprobs(model, x, y)
+                logp = answer_logprobs(model, *batch)
+            if epoch == 0:  # the weights the rollouts were sampled from: ratio 1, as PPO's first epoch has it
+                old = logp.detach()
             loss, stats = grpo_loss(logp, old, adv, mask, rc.clip, rc.kl, ref_logp, n_tokens)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
