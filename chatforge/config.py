@@ -67,6 +67,7 @@ class DataConfig:
     # synthetic pages that join the training split (every preset sets them: SYNTHETIC below); 0 = none
     facts: int = 0  # invented people whose fact pages probing and the facts/search tasks ask about (data/facts.py)
     copy_docs: int = 0  # pages repeating spans, so the model learns to copy from its context (data/copying.py)
+    rule_docs: int = 0  # pages of examples of one unstated rule, so it learns a task from examples (data/rules.py)
 
 
 @dataclass
@@ -191,12 +192,14 @@ class DPOConfig:
 class RewardConfig:
     """The reward model (chatforge/rl/reward.py): the sft model's trunk with a scalar head, Bradley-Terry loss."""
     data: str = ""  # extra TRL-style JSONL pairs (prompt/chosen/rejected), comma-separated
-    pairs: int = 600  # pairs made per type from rl.task (correct vs wrong, format, concise)
+    pairs: int = 600  # format and concise pairs made from rl.task's train split (each learnt whole at 600)
+    correct_pairs: int = 3000  # correct-vs-wrong pairs from its train split: the type that needs the data
     margin: float = 0.0  # Bradley-Terry with a margin: -log sigmoid(r_chosen - r_rejected - margin)
     steps: int = 600  # correct-vs-wrong held-out accuracy on tiny: 0.733 vs 0.642 at 150
     batch_size: int = 16
     lr: float = 3e-4
-    test_fraction: float = 0.2  # pairs held out for the pairwise accuracy
+    test_pairs: int = 600  # held-out pairs per type from rl.task's test split (unseen operands)
+    test_fraction: float = 0.2  # the share of a reward.data file's pairs held out
     seed: int = 1337
 
 
