@@ -193,9 +193,9 @@ class RewardConfig:
     """The reward model (chatforge/rl/reward.py): the sft model's trunk with a scalar head, Bradley-Terry loss."""
     data: str = ""  # extra TRL-style JSONL pairs (prompt/chosen/rejected), comma-separated
     pairs: int = 600  # format and concise pairs made from rl.task's train split (each learnt whole at 600)
-    correct_pairs: int = 3000  # correct-vs-wrong pairs from its train split: the type that needs the data
+    correct_pairs: int = 3000  # correct-vs-wrong ones: held-out accuracy on tiny 0.94 vs 0.61 with 600
     margin: float = 0.0  # Bradley-Terry with a margin: -log sigmoid(r_chosen - r_rejected - margin)
-    steps: int = 600  # correct-vs-wrong held-out accuracy on tiny: 0.733 vs 0.642 at 150
+    steps: int = 600  # bounded by time (minutes on tiny), not by the loss, which still falls at 600
     batch_size: int = 16
     lr: float = 3e-4
     test_pairs: int = 600  # held-out pairs per type from rl.task's test split (unseen operands)
