@@ -67,7 +67,6 @@ class DataConfig:
     # synthetic pages that join the training split (every preset sets them: SYNTHETIC below); 0 = none
     facts: int = 0  # invented people whose fact pages probing and the facts/search tasks ask about (data/facts.py)
     copy_docs: int = 0  # pages repeating spans, so the model learns to copy from its context (data/copying.py)
-    rule_docs: int = 0  # pages of examples of one unstated rule, so it learns a task from examples (data/rules.py)
 
 
 @dataclass
