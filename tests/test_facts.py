@@ -96,6 +96,17 @@ def test_qa_splits_share_no_person_no_invented_name_and_no_phrasing():
     assert all(e["name"] not in corpus for e in test if e["metric"] == "refusal_invented")
 
 
+
+def test_rl_practice_asks_the_train_partition_both_ways():
+    """RL's practice: known train people and invented train-partition names (to refuse), none of the test's."""
+    assert FACTS.rl_split == "practice"
+    practice, test = FACTS.examples("practice", 400, 0, CONFIG), FACTS.examples("test", 400, 0, CONFIG)
+    assert {e["metric"] for e in practice} == {"known_acc", "refusal_invented"}
+    assert not {e["name"] for e in practice} & {e["name"] for e in test}
+    assert not {e["messages"][0]["content"] for e in practice} & {e["messages"][0]["content"] for e in test}
+    corpus = {p.name for p in facts.people(CONFIG.data.facts)}
+    assert all(e["name"] not in corpus for e in practice if e["metric"] == "refusal_invented")
+
 def test_qa_checker_on_right_wrong_and_refusing_replies():
     test = FACTS.examples("test", 60, 0, CONFIG)
     for ex in test:

@@ -102,24 +102,29 @@ def is_right(example: dict, text: str) -> bool:
 
 class Facts(Task):
     name = "facts"
+    # RL practises on the train partition's people and invented names asked both ways: on known people alone (the
+    # train split) RL rewarded answering and never refusing, and tiny's facts score fell from 0.38 to 0.10
+    rl_split = "practice"
 
     def examples(self, split: str, n: int, seed: int, config: Config) -> list[dict]:
-        """Training: questions about the split's most mentioned people. Held out: every other example asks about
-        an invented entity (metric refusal_invented), the rest about the held-out people of most exposure."""
+        """Training: questions about the split's most mentioned people. Held out (and practice, from the train
+        partition's people, invented names and phrasings): every other example asks about an invented entity (metric
+        refusal_invented), the rest about the people of most exposure."""
         rng = split_rng(self.name, split, seed)
-        split_known = split_people(config, split)
+        part = "train" if split == "practice" else split
+        split_known = split_people(config, part)
         known = [p for p in split_known if p.exposure == KNOWN_EXPOSURE] or split_known  # a corpus of a few people
-        invented = [name for name in invented_names(2 * INVENTED) if person_split(name) == split]
+        invented = [name for name in invented_names(2 * INVENTED) if person_split(name) == part]
         out = []
         for i in range(n):
-            if split == "test" and i % 2:
+            if split != "train" and i % 2:
                 name = rng.choice(invented)
-                q = rng.choice(QUESTIONS[split][rng.choice(ATTRIBUTES)]).format(name=name)
+                q = rng.choice(QUESTIONS[part][rng.choice(ATTRIBUTES)]).format(name=name)
                 out.append({"messages": [{"role": "user", "content": q},
                                          {"role": "assistant", "content": dont_know(name, rng)}],
                             "name": name, "metric": "refusal_invented"})
             else:
-                out.append(question(rng.choice(known), rng.choice(ATTRIBUTES), split, rng))
+                out.append(question(rng.choice(known), rng.choice(ATTRIBUTES), part, rng))
         return out
 
     def score(self, example: dict, reply: str | list[dict]) -> float:
