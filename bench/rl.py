@@ -25,10 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from chatforge.eval.run import evaluate
+from chatforge.infer.chat import chat_params
+from chatforge.infer.engine import Engine, SamplingParams
+from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import autocast_dtype, pick_device
-from chatforge.rl.common import load_task, start_checkpoint, task_examples
+from chatforge.rl.common import answer_logprobs, load_task, start_checkpoint, task_examples
 from chatforge.rl.dpo import dpo
 from chatforge.rl.grpo import prompt_pool, rl
 from chatforge.rl.reward import train_reward
@@ -148,10 +153,10 @@ def main() -> None:
                 rl(r)
                 log = rows(r, "rl")
                 out[f"rlhf_{guard}"] = {"rm_score_first": log[0]["rm_score"], "rm_score_last": log[-1]["rm_score"],
-                                        "accuracy_last": log[-1]["accuracy"], "kl_last": log[-1]["kl"]}
+                                        "accuracy_last": log[-1]["accuracy"], "kl_to_start": kl_to_start(r)}
                 if guard == "guarded":
                     out["rlhf_rm_score_gain"] = round(log[-1]["rm_score"] - log[0]["rm_score"], 4)
-                    out["rlhf_kl"] = log[-1]["kl"]
+                    out["rlhf_kl"] = out["rlhf_guarded"]["kl_to_start"]
                 else:
                     out["rlhf_unguarded_answers"] = samples(r)
             d = scratch(run_path, tmp, "dpo", {})
@@ -162,9 +167,30 @@ def main() -> None:
     print(json.dumps(out))
 
 
+def kl_to_start(run, n: int = 64) -> float:
+    """The rl checkpoint's mean per-token KL from its starting model (k3, as the guard computes it) on answers it
+    samples (temperature 1) to n held-out prompts: the same measure for a run with the guard and one without."""
+    rc, device = run.config.rl, pick_device()
+    task, tok = load_task(rc.task), load_tokenizer(run.path / "tokenizer")
+    policy, start = (load_model(run.path / d, device) for d in ("rl", start_checkpoint(run.path)))
+    examples = task_examples(task, "test", n, 0, run.config, rc.tools)
+    prompts = [render_prompt(tok, ex["messages"][:-1]) for ex in examples]
+    params = chat_params(tok, SamplingParams(max_tokens=rc.max_tokens, temperature=1.0, seed=0))
+    reqs = Engine(policy, tok, max_batch=len(prompts), tools=Tools(python=True) if rc.tools else None).generate(
+        prompts, params)
+    reqs = [r for r in reqs if r.tokens]
+    answers, owner = [r.tokens for r in reqs], list(range(len(reqs)))
+    mask = torch.zeros(len(reqs), max(map(len, answers)))
+    for b, r in enumerate(reqs):
+        mask[b, : len(r.mask)] = torch.tensor(r.mask, dtype=torch.float)
+    with torch.no_grad():
+        d = answer_logprobs(start, [r.prompt for r in reqs], answers, owner) - \
+            answer_logprobs(policy, [r.prompt for r in reqs], answers, owner)
+    return round(float(((d.exp() - d - 1) * mask).sum() / mask.sum()), 4)
+
+
 def samples(run, n: int = 4) -> list[list[str]]:
     """The rl checkpoint's greedy answers to a few held-out prompts: [prompt, answer]."""
-    from chatforge.infer.tools import Tools
     from chatforge.tasks.score import score_examples
 
     rc = run.config.rl

@@ -183,6 +183,8 @@ class DPOConfig:
     steps: int = 60
     batch_size: int = 8
     lr: float = 1e-4
+    warmup_steps: int = 10  # as rl.warmup_steps: Adam's first steps move every weight by the full rate
+    sft_weight: float = 1.0  # x the chosen answers' NLL per token added to the loss (RPO); 0: plain DPO
     pairs: int = 800  # pairs made from the task when data is ""
     seed: int = 1337
 

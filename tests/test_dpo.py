@@ -17,7 +17,11 @@ def test_dpo_loss_by_hand():
                            torch.tensor([-1.5, -2.0]), beta=0.1)
     # implicit reward margins: 0.1 * ((-1 + 1.5) - (-2 + 1.5)) = 0.1 and 0.1 * ((-3 + 2) - (-1 + 2)) = -0.2
     expected = (math.log(1 + math.exp(-0.1)) + math.log(1 + math.exp(0.2))) / 2
-    assert abs(loss.item() - expected) < 1e-6 and stats["reward_acc"] == 0.5
+    assert abs(loss.item() - expected) < 1e-6 and stats["reward_acc"] == 0.5 and stats["dpo"] == loss.item()
+    # RPO: the chosen answers' NLL per token, (1 + 3) / 8 tokens, times the weight
+    rpo, _ = dpo_loss(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0]), torch.tensor([-1.5, -2.0]),
+                      torch.tensor([-1.5, -2.0]), beta=0.1, sft_weight=0.5, chosen_tokens=8)
+    assert abs(rpo.item() - (expected + 0.5 * 4 / 8)) < 1e-6
 
 
 def test_sequence_logprobs_sum_the_trained_tokens():
@@ -45,7 +49,7 @@ def test_dpo_stage_and_rl_evaluation(micro_run, tmp_path):
     metrics = dpo(run)
     rows = [json.loads(ln) for ln in (run.path / "metrics" / "dpo.jsonl").read_text().splitlines()]
     assert metrics["pairs"] == 8 and len(rows) == run.config.dpo.steps and rows[0]["loss"] > 0
-    assert rows[0]["loss"] == round(math.log(2), 4)  # the first step: the policy is still the reference
+    assert rows[0]["dpo"] == round(math.log(2), 4)  # the first step: the policy is still the reference
     figures = evaluate(run, kinds=["rl"])["rl"]
     assert figures["rl_task"] == "arithmetic" and figures["n"] == run.config.rl.eval_examples
     assert figures["dpo_gain_pts"] == round(100 * (figures["dpo_acc"] - figures["start_acc"]), 2)
