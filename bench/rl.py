@@ -33,7 +33,7 @@ from chatforge.infer.engine import Engine, SamplingParams
 from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model
 from chatforge.model.precision import autocast_dtype, pick_device
-from chatforge.rl.common import answer_logprobs, load_task, start_checkpoint, task_examples
+from chatforge.rl.common import answer_logprobs, answer_mask, load_task, start_checkpoint, task_examples
 from chatforge.rl.dpo import dpo
 from chatforge.rl.grpo import prompt_pool, rl
 from chatforge.rl.reward import train_reward
@@ -179,10 +179,7 @@ def kl_to_start(run, n: int = 64) -> float:
     reqs = Engine(policy, tok, max_batch=len(prompts), tools=Tools(python=True) if rc.tools else None).generate(
         prompts, params)
     reqs = [r for r in reqs if r.tokens]
-    answers, owner = [r.tokens for r in reqs], list(range(len(reqs)))
-    mask = torch.zeros(len(reqs), max(map(len, answers)))
-    for b, r in enumerate(reqs):
-        mask[b, : len(r.mask)] = torch.tensor(r.mask, dtype=torch.float)
+    answers, owner, mask = [r.tokens for r in reqs], list(range(len(reqs))), answer_mask([r.mask for r in reqs])
     with torch.no_grad():
         d = answer_logprobs(start, [r.prompt for r in reqs], answers, owner) - \
             answer_logprobs(policy, [r.prompt for r in reqs], answers, owner)

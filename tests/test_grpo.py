@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from chatforge.errors import UserError
 from chatforge.infer.engine import Request, SamplingParams
-from chatforge.rl.common import answer_logprobs, load_task, pad, read_pairs, token_logprobs
+from chatforge.rl.common import answer_logprobs, answer_mask, load_task, pad, read_pairs, token_logprobs
 from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, prompt_pool, rl, rollout
 from chatforge.runs import open_run
 from chatforge.tasks.arithmetic import Arithmetic
@@ -136,9 +136,8 @@ def test_answer_logprobs_share_the_prompt_and_equal_whole_sequences():
     prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
     owner = [0, 0, 1, 1, 1, 2]
     answers = [[20, 21, 22], [23], [24, 25, 26, 27, 28], [29, 30], [31], [32, 33, 34, 35]]
-    mask = torch.zeros(6, 5)
-    for b, a in enumerate(answers):
-        mask[b, : len(a)] = 1
+    mask = answer_mask([[1] * len(a) for a in answers])
+    assert mask.shape == (6, 5) and mask.sum() == sum(map(len, answers))
     shared = answer_logprobs(model, prompts, answers, owner)
     (shared * mask).sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]

@@ -74,6 +74,14 @@ def token_logprobs(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return -F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view(y.shape)
 
 
+def answer_mask(masks: list[list[int]]) -> torch.Tensor:
+    """(B, T) float: each answer's mask (1: a token the model chose), right-padded with 0 as answer_logprobs pads."""
+    out = torch.zeros(len(masks), max(map(len, masks)))
+    for b, m in enumerate(masks):
+        out[b, : len(m)] = torch.tensor(m, dtype=torch.float)
+    return out
+
+
 def answer_logprobs(model: GPT, prompts: list[list[int]], answers: list[list[int]], owner: list[int]) -> torch.Tensor:
     """log p of each answer's tokens after its prompt, prompts[owner[b]], (B, T) in float32, right-padded with 0.
     Each prompt runs once for all the answers that share it (GRPO's group): its keys and values, with their

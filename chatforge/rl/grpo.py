@@ -9,8 +9,8 @@ covers every kind of prompt: on tiny, RL on the calculator alone took the other 
                averaged over every trained token of the step (token-level, DAPO), over `epochs` optimizer steps
 
 The old log-probabilities are the rollout policy's: the training model's in its first inner step (the engine samples
-from the same weights, refreshed after each step). Tool outputs the engine pastes into an
-answer are masked out of the loss: the model did not choose them.
+from the same weights, refreshed after each step). Tool outputs the engine pastes into an answer are masked out of
+the loss: the model did not choose them.
 """
 
 import dataclasses
@@ -26,7 +26,7 @@ from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
-from chatforge.rl.common import answer_logprobs, load_task, start_checkpoint, task_examples
+from chatforge.rl.common import answer_logprobs, answer_mask, load_task, start_checkpoint, task_examples
 from chatforge.rl.reward import load_reward_model
 from chatforge.tasks import TASKS, parse_mixture
 from chatforge.tasks.common import Task
@@ -215,9 +215,7 @@ def rl(run, resume: bool = False) -> dict:
         groups = sorted({k // rc.group for k in keep})
         batch = ([rolls[g * rc.group].prompt for g in groups], [rolls[k].tokens for k in keep],
                  [groups.index(k // rc.group) for k in keep])
-        mask = torch.zeros(len(keep), max(len(rolls[k].tokens) for k in keep), device=device)
-        for b, k in enumerate(keep):
-            mask[b, : len(rolls[k].mask)] = torch.tensor(rolls[k].mask, dtype=torch.float)
+        mask = answer_mask([rolls[k].mask for k in keep]).to(device)
         adv, n_tokens = adv[keep].to(device), sum(sum(r.mask) for r in rolls)
         with torch.no_grad(), autocast(device, dtype):
             ref_logp = answer_logprobs(ref, *batch) if ref is not None else None
