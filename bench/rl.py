@@ -41,6 +41,10 @@ from chatforge.runs import open_run, write_json
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 
+# RLHF's KL guard: at 0.05 tiny's reward model was gamed as without it (KL to the start 0.80 a token, answers of
+# repeated "5 + 2 = 5."); at 0.5 the score still rose (-11.5 -> 8.8) with KL 0.04
+GUARD_KL = 0.5
+
 
 def scratch(run_path: Path, into: Path, name: str, overrides: dict) -> object:
     """A copy of the run's tokenizer, chat checkpoints and reward/ (if any) to train in."""
@@ -148,7 +152,7 @@ def main() -> None:
             rm = scratch(run_path, tmp, "reward", {})
             out |= {k: v for k, v in train_reward(rm).items() if k.startswith("rm_")}
             shutil.copytree(rm.path / "reward", run_path / "reward", dirs_exist_ok=True)
-            for guard, kl in (("guarded", 0.05), ("unguarded", 0.0)):
+            for guard, kl in (("guarded", GUARD_KL), ("unguarded", 0.0)):
                 r = scratch(rm.path, tmp, f"rlhf_{guard}", {"rl.reward": "model", "rl.kl": kl})
                 rl(r)
                 log = rows(r, "rl")
