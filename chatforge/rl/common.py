@@ -103,7 +103,7 @@ def answer_logprobs(model: GPT, prompts: list[list[int]], answers: list[list[int
     cos, sin = rope_tables(model.cfg, Lp + La, device)
     causal = torch.ones(Lp + La, Lp + La, dtype=torch.bool, device=device).tril()
     prompt_mask = (causal[:Lp, :Lp] & real[:, None, :]) | torch.eye(Lp, dtype=torch.bool, device=device)
-    answer_mask = torch.cat([real[own][:, None, :].expand(B, La, Lp), causal[Lp:, Lp:].expand(B, La, La)], -1)
+    answer_keys = torch.cat([real[own][:, None, :].expand(B, La, Lp), causal[Lp:, Lp:].expand(B, La, La)], -1)
     kv = []
 
     def prefix(layer, q, k, v):
@@ -112,7 +112,7 @@ def answer_logprobs(model: GPT, prompts: list[list[int]], answers: list[list[int
 
     def after(layer, q, k, v):
         k, v = (torch.cat([t[own], u], 2) for t, u in zip(kv[layer], (k, v), strict=True))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=answer_mask[:, None], enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=answer_keys[:, None], enable_gqa=True)
 
     hp = w.hidden(xp, cos[:Lp], sin[:Lp], prefix)
     ha = w.hidden(xa, cos[Lp:], sin[Lp:], after)
