@@ -183,10 +183,10 @@ def kl_to_start(run, n: int = 64) -> float:
     reqs = Engine(policy, tok, max_batch=len(prompts), tools=Tools(python=True) if rc.tools else None).generate(
         prompts, params)
     reqs = [r for r in reqs if r.tokens]
-    answers, owner, mask = [r.tokens for r in reqs], list(range(len(reqs))), answer_mask([r.mask for r in reqs])
+    batch = ([r.prompt for r in reqs], [r.tokens for r in reqs], list(range(len(reqs))))
+    mask = answer_mask([r.mask for r in reqs])
     with torch.no_grad():
-        d = answer_logprobs(start, [r.prompt for r in reqs], answers, owner) - \
-            answer_logprobs(policy, [r.prompt for r in reqs], answers, owner)
+        d = answer_logprobs(start, *batch) - answer_logprobs(policy, *batch)
     return round(float(((d.exp() - d - 1) * mask).sum() / mask.sum()), 4)
 
 
