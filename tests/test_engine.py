@@ -116,9 +116,17 @@ def test_a_prompt_admitted_several_times_is_prefilled_once_with_the_same_results
 def test_draw_follows_the_probabilities_and_never_draws_a_zero():
     g = torch.Generator().manual_seed(0)
     probs = torch.tensor([0.0, 0.5, 0.0, 0.25, 0.25, 0.0])
-    counts = torch.bincount(torch.tensor([draw(probs * 3, g) for _ in range(8000)]), minlength=6)  # unnormalised
+    counts = torch.bincount(torch.tensor(draw((probs * 3).expand(8000, -1), [g] * 8000)), minlength=6)  # unnormalised
     assert counts[[0, 2, 5]].tolist() == [0, 0, 0]
     assert counts[[1, 3, 4]].float().div(8000).sub(torch.tensor([0.5, 0.25, 0.25])).abs().max() < 0.02
+
+
+def test_draw_takes_each_rows_uniform_from_its_own_generator():
+    probs = torch.full((3, 1000), 1.0)
+    seeded = [torch.Generator().manual_seed(s) for s in (5, 6, 5)]
+    a, b, c = draw(probs, seeded)
+    assert a == c != b
+    assert draw(probs[:1], [torch.Generator().manual_seed(6)]) == [b]  # alone, the same as in the batch
 
 def alone(model, prompt, n):
     """The greedy tokens of `prompt` run alone (GPT.forward), and how many of them any batch must reproduce:

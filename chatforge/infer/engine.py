@@ -123,12 +123,14 @@ class Event:
     done: bool = False
 
 
+def filtered(p: SamplingParams) -> bool:
+    return bool(p.top_k or p.top_p < 1 or p.min_p)
+
+
 def sample_token(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> int:
-    """One token from a row of logits (already repetition-penalised) with temperature > 0."""
-    logits = logits / p.temperature
-    if not (p.top_k or p.top_p < 1 or p.min_p):
-        return draw(torch.softmax(logits, -1), generator)
-    logits, order = logits.sort(descending=True)
+    """One token from a row of logits (already repetition-penalised) with temperature > 0, after top-k, top-p and
+    min-p (Engine._sample draws the rows without them together)."""
+    logits, order = (logits / p.temperature).sort(descending=True)
     if p.top_k:
         logits[p.top_k :] = float("-inf")
     probs = torch.softmax(logits, -1)
@@ -136,16 +138,16 @@ def sample_token(logits: torch.Tensor, p: SamplingParams, generator: torch.Gener
         probs[probs.cumsum(-1) - probs >= p.top_p] = 0
     if p.min_p:
         probs[probs < p.min_p * probs[0]] = 0
-    return int(order[draw(probs, generator)])
+    return int(order[draw(probs[None], [generator])[0]])
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
-    """An index drawn with the given (unnormalised) probabilities, by inverting their cumulative sum: 17 vs 116 us
-    for torch.multinomial over a 4,096-token row, a third of an RL rollout's time on tiny. In float64, so that
-    u x total stays below the total and a token of probability 0 is never drawn."""
-    cdf = probs.double().cumsum(0)
-    u = torch.rand(1, generator=generator, dtype=torch.float64, device=probs.device)
-    return int(torch.searchsorted(cdf, u * cdf[-1], right=True))
+def draw(probs: torch.Tensor, generators: list[torch.Generator | None]) -> list[int]:
+    """An index per row of (n, V) unnormalised probabilities, each row's uniform from its own generator, by
+    inverting the cumulative sums: one batched pass instead of torch.multinomial per row (116 us a 4,096-token row).
+    In float64, so that u x total stays below the total and a token of probability 0 is never drawn."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=probs.device) for g in generators])
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].tolist()
 
 
 class Engine:
@@ -339,8 +341,14 @@ class Engine:
                 row, seen = logits[j], self.seen[r.row]
                 logits[j] = torch.where(seen, torch.where(row > 0, row / penalty, row * penalty), row)
         tokens = logits.argmax(-1).tolist()  # greedy rows: one op for the whole batch
+        plain = [j for j, r in enumerate(reqs) if r.params.temperature > 0 and not filtered(r.params)]
+        if plain:  # sampled rows drawn together: an RL rollout's 32 rows, 30 vs 40 ms a step (tiny)
+            temps = torch.tensor([reqs[j].params.temperature for j in plain], device=logits.device)
+            probs = torch.softmax(logits[plain] / temps[:, None].to(logits.dtype), -1)
+            for j, t in zip(plain, draw(probs, [reqs[j].generator for j in plain]), strict=True):
+                tokens[j] = t
         for j, r in enumerate(reqs):
-            if r.params.temperature > 0:
+            if r.params.temperature > 0 and filtered(r.params):
                 tokens[j] = sample_token(logits[j], r.params, r.generator)
             if raw is not None and r.params.logprobs:
                 logprobs[j] = float(raw[j, tokens[j]])

@@ -82,6 +82,17 @@ def answer_mask(masks: list[list[int]]) -> torch.Tensor:
     return out
 
 
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA with a boolean mask (True: attend) whose rows each keep a key; on CPU the plain formula, whose forward
+    and backward took 3.6 vs 6.9 ms for SDPA's kernel at GRPO's shapes (32 answers x 32 tokens over 98 keys)."""
+    if not q.is_cpu:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    if k.size(1) != q.size(1):
+        k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
+    scores = (q @ k.transpose(-1, -2)) * q.size(-1) ** -0.5
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v
+
+
 def answer_logprobs(model: GPT, prompts: list[list[int]], answers: list[list[int]], owner: list[int]) -> torch.Tensor:
     """log p of each answer's tokens after its prompt, prompts[owner[b]], (B, T) in float32, right-padded with 0.
     Each prompt runs once for all the answers that share it (GRPO's group): its keys and values, with their
@@ -108,11 +119,11 @@ def answer_logprobs(model: GPT, prompts: list[list[int]], answers: list[list[int
 
     def prefix(layer, q, k, v):
         kv.append((k, v))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=prompt_mask[:, None], enable_gqa=True)
+        return masked_attention(q, k, v, prompt_mask[:, None])
 
     def after(layer, q, k, v):
         k, v = (torch.cat([t[own], u], 2) for t, u in zip(kv[layer], (k, v), strict=True))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=answer_keys[:, None], enable_gqa=True)
+        return masked_attention(q, k, v, answer_keys[:, None])
 
     hp = w.hidden(xp, cos[:Lp], sin[:Lp], prefix)
     ha = w.hidden(xa, cos[Lp:], sin[Lp:], after)
