@@ -3,7 +3,8 @@
 - speed: the run's chat model (probe's, else sft's) trains with GRPO here (`chatforge rl`) and in TRL (the same
   weights, through export/hf.py), on the same task and prompts, with the same group size, prompts per step, answer
   length (fixed on both sides: no stopping early), inner epochs, clip, KL setting, learning rate and dtype. A step is
-  one round of rollouts and its `epochs` optimizer steps; the first step (warm-up) is off both clocks.
+  one round of rollouts and its `epochs` optimizer steps; the first step (warm-up) is off both clocks, and each
+  side's figure is the median of its timed steps.
   Our rollouts decode every answer of a step together in the continuous-batching engine; TRL's use HF `generate`.
 - full mode, on copies of the run (the run's own checkpoints are left as they are):
   GRPO over 3 seeds with `chatforge eval rl`'s held-out gain for each (mean and sd); the reward model and its
@@ -64,11 +65,12 @@ def grpo_step_s(run_path: Path, into: Path, settings: dict, steps: int) -> float
     run = scratch(run_path, into, "speed", {f"rl.{k}": v for k, v in {**settings, "steps": steps + 1,
                                                                          "ignore_eos": True}.items()})
     rl(run)
-    return statistics.mean(r["step_s"] for r in rows(run, "rl")[1:])
+    return statistics.median(r["step_s"] for r in rows(run, "rl")[1:])
 
 
 def trl_step_s(run_path: Path, into: Path, settings: dict, steps: int) -> float:
-    """Seconds per step (generation and `epochs` optimizer steps) of TRL's GRPOTrainer, warm-up step excluded."""
+    """Median seconds per step (generation and `epochs` optimizer steps) of TRL's GRPOTrainer, warm-up step
+    excluded."""
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -115,7 +117,7 @@ def trl_step_s(run_path: Path, into: Path, settings: dict, steps: int) -> float:
     start = time.perf_counter()
     trainer.train()
     ends = [start, *stamps][::epochs]  # the end of each step: a generation and its `epochs` optimizer steps
-    return (ends[-1] - ends[1]) / (len(ends) - 2)
+    return statistics.median(b - a for a, b in zip(ends[1:], ends[2:], strict=False))
 
 
 def heldout(run) -> dict:
@@ -132,7 +134,7 @@ def main() -> None:
     # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none.
     # A KL term on both sides: GRPO then trains on every answer, as TRL does, even where all answers scored alike
     settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False, mix="")
-    steps = 2 if args.quick else 4
+    steps = 3 if args.quick else 6  # timed steps; each side's figure is their median (a 2-core VM's steps vary 10%)
     out: dict = {"mode": "quick" if args.quick else "full", "speed_settings": settings, "timed_steps": steps}
     with tempfile.TemporaryDirectory(prefix="bench_rl_") as tmp:
         tmp = Path(tmp)
