@@ -137,9 +137,11 @@ def checks(s: dict, evals: dict) -> list[dict]:
     if fewshot:
         stage = "base" if "base" in fewshot else ordered(fewshot)[0]
         r = fewshot[stage]
+        induction = (f"; a repeated random sequence: {r['repeat_nll_second']:.2f} nats a token on its second copy "
+                     f"vs {r['repeat_nll_first']:.2f} on its first" if "repeat_nll_first" in r else "")
         out.append(check("5-shot beats 0-shot", r["acc_5shot"] > r["acc_0shot"],
                          f"{stage}: 0-shot {r['acc_0shot']:.3f}, 5-shot {r['acc_5shot']:.3f} (n={r['n']}, "
-                         f"chance {r['chance']:.3f})"))
+                         f"chance {r['chance']:.3f}){induction}"))
     else:
         out.append(check("5-shot beats 0-shot", None, "no eval/fewshot.json"))
     arena = evals.get("arena", {})

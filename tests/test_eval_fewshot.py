@@ -1,4 +1,5 @@
 import json
+import math
 import random
 import shutil
 
@@ -17,6 +18,7 @@ from chatforge.eval.fewshot import (
     make_items,
     next_logprobs,
     prompts,
+    repeat_nll,
     with_shots,
 )
 from chatforge.eval.regurgitation import greedy, matches, read_starts
@@ -107,6 +109,30 @@ def test_scorer_picks_the_choice_the_model_prefers():
     assert torch.allclose(logp.exp().sum(1), torch.ones(2))
 
 
+class Copier(nn.Module):
+    """Induction by hand: after a token seen before, all the mass on what followed it then; else uniform."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.cfg = GPTConfig(vocab_size=vocab, seq_len=256, n_layer=1, n_embd=8, n_head=1, n_kv_head=1)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(*idx.shape, self.cfg.vocab_size)
+        for b, row in enumerate(idx.tolist()):
+            for t, tok in enumerate(row):
+                if (j := next((j for j in range(t - 1, -1, -1) if row[j] == tok), None)) is not None:
+                    out[b, t, row[j + 1]] = 30.0
+        return out
+
+
+def test_repeat_nll_tells_a_copier_from_a_model_that_cannot_copy():
+    vocab = 300
+    first, second = repeat_nll(Copier(vocab), list(range(1, vocab)), 0, n=4, length=40)
+    assert first == pytest.approx(math.log(vocab), rel=1e-4) and second < 1e-6
+    first, second = repeat_nll(Prefers(torch.zeros(vocab, vocab)), list(range(1, vocab)), 0, n=4, length=40)
+    assert first == pytest.approx(second)
+
+
 def test_a_memorised_document_is_regurgitated_and_a_held_out_one_is_not():
     torch.manual_seed(0)
     rng = random.Random(0)
@@ -137,6 +163,7 @@ def test_eval_kinds_write_their_json(micro_run, tmp_path):
     few = json.loads((run / "eval" / "fewshot.json").read_text())["figures"]["base"]
     assert few["n"] == sum(t["n"] for t in few["tasks"].values()) <= 40 * len(FAMILIES) and few["chance"] == 1 / CHOICES
     assert set(few["tasks"]) <= set(FAMILIES) and few["tasks"] and 0 <= few["acc_5shot"] <= 1
+    assert few["repeat_nll_first"] > 0 and few["repeat_nll_second"] > 0
     reg = json.loads((run / "eval" / "regurgitation.json").read_text())["base"]
     assert reg["n"] > 0 and 0 <= reg["train_match"] <= 1 and 0 <= reg["val_verbatim_rate"] <= 1
     assert set(reg["facts"]) == {"1", "4", "16", "64"}

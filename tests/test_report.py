@@ -84,8 +84,9 @@ def make_run(path: Path, good: bool = True, files: tuple[str, ...] | None = None
         "metrics/rl.jsonl": [{"step": s, "reward": 0.1 * s, "accuracy": 0.1 * s} for s in (1, 2)],
         "eval/bpb.json": {"bpb": {"unigram": 3.5, "base": 2.0, "sft": 2.2}, "samples": ["The cat\nsat"]},
         "eval/fewshot.json": {"figures": {"base": {"acc_0shot": 0.3, "acc_5shot": 0.3 + 0.2 * (up - down), "n": 50,
-                                                   "chance": 0.25, "tasks": {"first_word": {"acc_0shot": 0.3,
-                                                                                            "acc_5shot": 0.4}}}},
+                                                   "chance": 0.25, "repeat_nll_first": 8.0,
+                                                   "repeat_nll_second": 8.0 - 6 * up,
+                                                   "tasks": {"first_word": {"acc_0shot": 0.3, "acc_5shot": 0.4}}}},
                               "examples": {"first_word": "Q: one two\nA: one"}},
         "eval/regurgitation.json": {"base": {"train_match": 0.4, "val_match": 0.1, "train_verbatim_rate": 0.2,
                                              "val_verbatim_rate": 0.0, "n": 20, "prefix_tokens": 32, "tokens": 32,
@@ -168,7 +169,8 @@ def test_checks_follow_the_numbers(tmp_path):
     assert results(bad) == [FAIL] * 5
     assert [c["figures"] for c in bad["checks"]][:2] == [
         "val bpb 2.0000 at 2,048 tokens -> 3.0000 at 4,096 tokens",
-        "base: 0-shot 0.300, 5-shot 0.100 (n=50, chance 0.250)"]
+        "base: 0-shot 0.300, 5-shot 0.100 (n=50, chance 0.250); a repeated random sequence: 8.00 nats a token on "
+        "its second copy vs 8.00 on its first"]
     assert bad["checks"][2]["figures"].endswith("judged by the verifier: 10 wins, 10 ties, 40 losses")
     # no arena: SFT's check is not measured, the rest stands
     make_run(tmp_path / "arena", files=("eval/chat.json",))

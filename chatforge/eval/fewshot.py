@@ -140,14 +140,31 @@ def accuracy(model: GPT, tok: Tokenizer, items: list[Item], texts: list[str], de
     return sum(int(p) == item.answer for p, item in zip(picked, items, strict=True)) / len(items)
 
 
+@torch.no_grad()
+def repeat_nll(model: GPT, tokens: list[int], bos: int, n: int = 32, length: int = 64, device: str = "cpu",
+               seed: int = 0) -> tuple[float, float]:
+    """Mean next-token loss (nats) on the first and the second copy of n sequences of `length` distinct tokens
+    drawn from `tokens`, each repeated once after BOS: a model with induction heads, the mechanism behind in-context
+    learning (Olsson et al., 2022), predicts the second copy from the first; one without finds both alike."""
+    rng = random.Random(f"fewshot/repeat/{seed}")
+    length = min(length, len(tokens), (model.cfg.seq_len - 1) // 2)
+    rows = [[bos, *(s := rng.sample(tokens, length)), *s] for _ in range(n)]
+    x = torch.tensor(rows, device=device)
+    was_training = model.training
+    model.eval()
+    nll = -torch.log_softmax(model(x[:, :-1]).float(), -1).gather(2, x[:, 1:, None])[..., 0]
+    model.train(was_training)
+    return nll[:, 1:length].mean().item(), nll[:, length + 1 :].mean().item()  # each copy's tokens after its first
+
+
 def stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
 def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
     """0-shot and SHOTS-shot accuracy on every family, eval.fewshot_items items each, of the base model (of each
-    checkpoint in `stages` when base is not one); a stage's figures are the means over the families and each
-    family's under "tasks"."""
+    checkpoint in `stages` when base is not one); a stage's figures are the means over the families, each family's
+    under "tasks", and repeat_nll's two losses (repeat_nll_first, repeat_nll_second)."""
     stages = ["base"] if "base" in stages else stages
     docs = [r["text"] for r in read_parts(Path(run.path) / "data" / "val", ["text"])]
     n, device = run.config.eval.fewshot_items, pick_device()
@@ -159,6 +176,7 @@ def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
         raise UserError(f"few-shot: no task has more than {2 * SHOTS} items from the {len(docs)} val documents of "
                         f"{run.path}; a larger data.val_fraction gives more")
     texts = {family: {k: prompts(its, k) for k in (0, SHOTS)} for family, its in items.items()}
+    words = [i for i, n in enumerate(tok.byte_lengths()) if n > 1]  # merged tokens: no bytes, no specials
     figures = {}
     for stage in stages:
         model = load_model(run.path / stage, device)
@@ -170,8 +188,12 @@ def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
                              f"stderr_{SHOTS}shot": round(stderr(acc[SHOTS], len(its)), 4)}
             print(f"fewshot {stage} {family}: 0-shot {acc[0]:.3f}, {SHOTS}-shot {acc[SHOTS]:.3f} "
                   f"(n={len(its)}, chance {1 / CHOICES:.2f})")
+        first, second = repeat_nll(model, words, tok.bos_id, device=device)
+        print(f"fewshot {stage}: a repeated random sequence, loss {first:.2f} nats a token on its first copy, "
+              f"{second:.2f} on its second")
         figures[stage] = {"acc_0shot": round(sum(t["acc_0shot"] for t in tasks.values()) / len(tasks), 4),
                           f"acc_{SHOTS}shot": round(sum(t[f"acc_{SHOTS}shot"] for t in tasks.values()) / len(tasks), 4),
-                          "n": sum(t["n"] for t in tasks.values()), "chance": 1 / CHOICES, "tasks": tasks}
+                          "n": sum(t["n"] for t in tasks.values()), "chance": 1 / CHOICES,
+                          "repeat_nll_first": round(first, 3), "repeat_nll_second": round(second, 3), "tasks": tasks}
     examples = {family: texts[family][SHOTS][0] + " " + its[0].choices[its[0].answer] for family, its in items.items()}
     return {"figures": figures, "examples": examples}, figures
