@@ -128,6 +128,7 @@ def test_draw_takes_each_rows_uniform_from_its_own_generator():
     assert a == c != b
     assert draw(probs[:1], [torch.Generator().manual_seed(6)]) == [b]  # alone, the same as in the batch
 
+
 def alone(model, prompt, n):
     """The greedy tokens of `prompt` run alone (GPT.forward), and how many of them any batch must reproduce:
     all, or up to and including the first position whose top two logits are within 1e-4 (a near tie that

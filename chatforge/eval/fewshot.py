@@ -176,7 +176,7 @@ def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
         raise UserError(f"few-shot: no task has more than {2 * SHOTS} items from the {len(docs)} val documents of "
                         f"{run.path}; a larger data.val_fraction gives more")
     texts = {family: {k: prompts(its, k) for k in (0, SHOTS)} for family, its in items.items()}
-    words = [i for i, n in enumerate(tok.byte_lengths()) if n > 1]  # merged tokens: no bytes, no specials
+    words = [i for i, size in enumerate(tok.byte_lengths()) if size > 1]  # merged tokens: no bytes, no specials
     figures = {}
     for stage in stages:
         model = load_model(run.path / stage, device)
