@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from chatforge.errors import UserError
 from chatforge.infer.tools import tools_for_run
 from chatforge.model.checkpoint import load_model, remove_checkpoint
-from chatforge.model.gpt import GPT
+from chatforge.model.gpt import GPT, plain_attention
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
 from chatforge.posttrain.conversations import mixture_conversations, write_jsonl
@@ -92,10 +92,7 @@ def packed_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, doc: torch.Tensor,
         if not (q.is_cpu and torch.compiler.is_compiling()):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
         # compiled on CPU, the plain formula, as gpt.causal_attention: SDPA with a mask ran at 0.76x its tokens/s
-        if k.size(1) != q.size(1):
-            k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
-        scores = (q @ k.transpose(-1, -2)) * q.size(-1) ** -0.5
-        return torch.softmax(torch.where(allowed, scores, float("-inf")), dim=-1) @ v
+        return plain_attention(q, k, v, allowed)
 
     w = model.weights()
     logits = w.logits(w.hidden(x, model.rope_cos[:T], model.rope_sin[:T], attend))
