@@ -131,9 +131,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     run_path = Path(args.run)
-    # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none.
-    # A KL term on both sides: GRPO then trains on every answer, as TRL does, even where all answers scored alike
-    settings = dict(prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False, mix="")
+    # the speed comparison: a small step so TRL's side fits the budget too; no tools, as TRL's rollouts have none
+    # (the calculator's problems asked with tools off). A KL term on both sides: GRPO then trains on every answer,
+    # as TRL does, even where all answers scored alike
+    settings = dict(task="arithmetic", prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False, mix="")
     steps = 3 if args.quick else 6  # timed steps; each side's figure is their median (a 2-core VM's steps vary 10%)
     out: dict = {"mode": "quick" if args.quick else "full", "speed_settings": settings, "timed_steps": steps}
     with tempfile.TemporaryDirectory(prefix="bench_rl_") as tmp:

@@ -12,6 +12,7 @@ from chatforge.tasks.arithmetic import Arithmetic, StepByStep
 from chatforge.tasks.chat import Chat
 from chatforge.tasks.common import Task
 from chatforge.tasks.context import Context
+from chatforge.tasks.countdown import Countdown
 from chatforge.tasks.facts import Facts
 from chatforge.tasks.identity import Identity
 from chatforge.tasks.letters import Letters
@@ -27,6 +28,7 @@ TASKS: dict[str, Task] = {
     "arith_think": StepByStep("arith_think", think_first=True),
     "arith_answer": StepByStep("arith_answer", think_first=False),
     "letters": Letters(),
+    "countdown": Countdown(),
     "facts": Facts(),
     "search": Search(),
 }
