@@ -178,7 +178,8 @@ def test_read_pairs_plain_and_conversational(tmp_path):
 
 
 def test_rollouts_train_on_sampled_tokens_only(micro_run):
-    """Tool outputs the engine pastes in (mask 0) stay out of the loss; an answer that ended gets its <|im_end|>."""
+    """Tool outputs the engine pastes in (mask 0) stay out of the loss; an answer that ended gets its <|im_end|>; one
+    cut off at max_tokens scores 0 though its words are right."""
     tok = load_tokenizer(micro_run / "tokenizer")
 
     class Engine:  # answers as the real engine records them: one with a python call and its output, one cut off
@@ -199,6 +200,7 @@ def test_rollouts_train_on_sampled_tokens_only(micro_run):
     ended, cut = rollout(Engine(), [(Arithmetic(), ex)], 2, SamplingParams(), seed=0)
     assert ended.tokens[-1] == tok.special("<|im_end|>") and ended.mask[-1] == 1 and ended.accuracy == 1
     assert cut.tokens == ended.tokens[:-1] and cut.mask == ended.mask[:-1]
+    assert cut.accuracy == 0 and not cut.ended and ended.ended
     start, end = ended.tokens.index(tok.special("<|output_start|>")), ended.tokens.index(tok.special("<|output_end|>"))
     assert ended.mask == [1] * start + [0] * (end + 1 - start) + [1] * (len(ended.tokens) - end - 1)
     assert ended.tool_calls == 1 and ended.task == "arithmetic"
@@ -225,7 +227,7 @@ def test_a_failing_verifier_is_zero_reward_logged_not_fatal(micro_run, tmp_path)
     assert metrics["steps"] == 2 and len(rows) == 2
     failures = sum(r["verifier_failures"] for r in rows)
     assert failures > 0 and all(r["accuracy"] <= 1 - r["verifier_failures"] / 16 for r in rows)
-    assert {"reward", "accuracy", "response_len", "kl", "clip_frac", "tool_call_rate"} <= set(rows[0])
+    assert {"reward", "accuracy", "response_len", "kl", "clip_frac", "tool_call_rate", "unfinished"} <= set(rows[0])
 
 
 def test_resume_is_exact(micro_run, tmp_path):

@@ -56,10 +56,11 @@ class Rollout:
     prompt: list[int]
     tokens: list[int]  # the answer, with the <|im_end|> that ended it
     mask: list[int]  # 1: sampled by the model (trained); 0: a tool output the runtime pasted in
-    accuracy: float  # the verifier's score; 0 when it failed
+    accuracy: float  # the verifier's score; 0 when it failed or the answer did not end
     formatted: float  # 1: <think>...</think> then an answer
     failed: bool  # the verifier raised or returned None
     tool_calls: int
+    ended: bool  # stopped at <|im_end|> within max_tokens
     reward: float = 0.0
 
 
@@ -124,9 +125,11 @@ def rollout(engine: Engine, items: list[tuple[Task, dict]], group: int, params: 
         task, example = items[k // group]
         score = verify(task, example, reply)
         ended = req.stats.stop_reason == "stop"
+        # an answer cut off at max_tokens scores 0, as a reply that never ends is no answer in the chat: else one that
+        # says the name and rambles on ("by scratch by scratch ...", a tiny RL run) earns what one that stops does
         out.append(Rollout(task.name, req.prompt, req.tokens + [end] * ended, req.mask + [1] * ended,
-                           accuracy=score or 0.0, formatted=format_reward(reply) if ended else 0.0,
-                           failed=score is None, tool_calls=req.stats.tool_calls))
+                           accuracy=(score or 0.0) * ended, formatted=format_reward(reply) if ended else 0.0,
+                           failed=score is None, tool_calls=req.stats.tool_calls, ended=ended))
     return out
 
 
@@ -243,6 +246,7 @@ def rl(run, resume: bool = False) -> dict:
                    response_len=round(sum(sum(r.mask) for r in rolls) / n, 2), kl=round(kls[-1], 5),
                    clip_frac=round(sum(clips) / len(clips), 4),
                    tool_call_rate=round(sum(r.tool_calls > 0 for r in rolls) / n, 4),
+                   unfinished=round(sum(not r.ended for r in rolls) / n, 4),
                    verifier_failures=sum(r.failed for r in rolls), loss=round(loss.item(), 5),
                    grad_norm=round(grad_norm, 4), lr=optimizer.param_groups[0]["lr"], trained=len(keep),
                    rollout_s=round(rollout_s, 2),

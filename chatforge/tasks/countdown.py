@@ -19,7 +19,7 @@ from chatforge.config import Config
 from chatforge.tasks.common import Task, hash_split, reply_text, split_rng
 
 TEST_SHARE = 5  # one number set in 5 is held out
-RETRY_SHARE = 2  # one training answer in 2 misses first
+MISSES = (0, 1)  # how many tries a training answer misses before it hits, one drawn per answer
 LOW, HIGH = 2, 99  # the given numbers
 TEMPLATES = {
     "train": ["Use {nums} to make {t}.", "Make {t} from {nums}.", "With the numbers {nums}, reach {t}.",
@@ -79,8 +79,11 @@ class Countdown(Task):
             candidates = expressions(numbers, rng)
             expr, target = next((e, v) for e, v in candidates if 0 < v <= 999 and v not in numbers)
             parts = []
-            if split == "train" and rng.randrange(RETRY_SHARE) == 0:
-                miss, value = next((e, v) for e, v in candidates if v != target)
+            wrong: dict[int, str] = {}  # a value once: 3 * 4 and 4 * 3 miss alike
+            for e, v in candidates:
+                if v != target:
+                    wrong.setdefault(v, e)
+            for value, miss in list(wrong.items())[: rng.choice(MISSES) if split == "train" else 0]:
                 parts += [{"type": "python", "text": miss}, {"type": "output", "text": str(value)},
                           {"type": "text", "text": f"{value} is not {target}. "}]
             parts += [{"type": "python", "text": expr}, {"type": "output", "text": str(target)},
