@@ -1,3 +1,5 @@
+import re
+
 from chatforge.config import make_config
 from chatforge.infer.tools import run_python
 from chatforge.tasks import TASKS
@@ -18,6 +20,10 @@ def test_splits_have_their_own_number_sets_and_phrasings():
     for a, b in (("train", "test"), ("train", "practice"), ("practice", "test")):
         assert not set(TEMPLATES[a]) & set(TEMPLATES[b])
     practice_prompts = {ex["messages"][0]["content"] for ex in COUNTDOWN.examples("practice", 300, 0, CONFIG)}
+    for split in ("train", "practice"):  # many wordings, so RL cannot key on a few (the module's figures)
+        prompts = [ex["messages"][0]["content"] for ex in COUNTDOWN.examples(split, 300, 0, CONFIG)]
+        wordings = {re.sub(r"\d+", "#", q) for q in prompts}
+        assert len(wordings) > 100
     assert not practice_prompts & {ex["messages"][0]["content"] for ex in COUNTDOWN.examples("train", 900, 0, CONFIG)}
 
 

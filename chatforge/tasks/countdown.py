@@ -24,13 +24,22 @@ LOW, HIGH = 2, 99  # the given numbers
 TEMPLATES = {
     "train": ["Use {nums} to make {t}.", "Make {t} from {nums}.", "With the numbers {nums}, reach {t}.",
               "Combine {nums} with +, - and * to get {t}.", "Countdown: the numbers are {nums} and the target is {t}.",
-              "Get {t} using {nums}, each once.", "How do you make {t} with {nums}?", "Target {t}. Numbers: {nums}."],
+              "Get {t} using {nums}, each once.", "How do you make {t} with {nums}?", "Target {t}. Numbers: {nums}.",
+              "Get to {t} from {nums}.", "Using {nums}, what gives {t}?"],
     "test": ["Using each of {nums} once, form {t}.", "Can you build {t} out of {nums}?",
              "Find a way to get {t} from {nums}.", "I have {nums}. How can I reach {t}?",
              "Numbers {nums}; goal {t}. Show the expression."],
     "practice": ["Reach {t} with {nums}.", "Numbers: {nums}. Make {t}.", "How can {nums} give {t}?",
-                 "Write {t} using {nums}.", "Turn {nums} into {t}."],
+                 "Write {t} using {nums}.", "Turn {nums} into {t}.", "Produce {t} from {nums}.",
+                 "What expression of {nums} equals {t}?", "Given {nums}, hit {t}.",
+                 "Is there a way to make {t} with {nums}?", "Goal: {t}. You have {nums}.",
+                 "Combine {nums} so the result is {t}.", "Express {t} with {nums}."],
 }
+# Training and practice prompts wrap their phrasing in these: RL on five bare phrasings raised them 0.20 -> 0.49
+# and unseen ones 0.21 -> 0.24, while SFT's own fell 0.47 -> 0.29: the policy keyed on the wording
+OPENERS = ["", "", "", "Countdown! ", "Puzzle: ", "Quick one. ", "Here is a numbers game. ", "Try this: "]
+CLOSERS = ["", "", "", " Each number once.", " You may use +, - and *.", " Check it with python.",
+           " Give the expression.", " Thanks!"]
 EXPRESSION = re.compile(r"([\d(][\d\s+\-*×()]*[\d)])\s*=\s*(\d+)")
 
 
@@ -89,6 +98,8 @@ class Countdown(Task):
             parts += [{"type": "python", "text": expr}, {"type": "output", "text": str(target)},
                       {"type": "text", "text": f"{expr} = {target}."}]
             q = rng.choice(TEMPLATES[split]).format(nums=spoken(numbers), t=target)
+            if split != "test":
+                q = rng.choice(OPENERS) + q + rng.choice(CLOSERS)
             out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": parts}],
                         "numbers": sorted(numbers), "answer": target})
         return out
