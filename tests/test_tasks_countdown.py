@@ -19,12 +19,11 @@ def test_splits_have_their_own_number_sets_and_phrasings():
     assert all(number_split(s) == "test" for s in test) and all(number_split(s) == "train" for s in practice)
     for a, b in (("train", "test"), ("train", "practice"), ("practice", "test")):
         assert not set(TEMPLATES[a]) & set(TEMPLATES[b])
-    practice_prompts = {ex["messages"][0]["content"] for ex in COUNTDOWN.examples("practice", 300, 0, CONFIG)}
+    prompts = {split: {ex["messages"][0]["content"] for ex in COUNTDOWN.examples(split, n, 0, CONFIG)}
+               for split, n in (("train", 900), ("practice", 300))}
+    assert not prompts["practice"] & prompts["train"]
     for split in ("train", "practice"):  # many wordings, so RL cannot key on a few (the module's figures)
-        prompts = [ex["messages"][0]["content"] for ex in COUNTDOWN.examples(split, 300, 0, CONFIG)]
-        wordings = {re.sub(r"\d+", "#", q) for q in prompts}
-        assert len(wordings) > 100
-    assert not practice_prompts & {ex["messages"][0]["content"] for ex in COUNTDOWN.examples("train", 900, 0, CONFIG)}
+        assert len({re.sub(r"\d+", "#", q) for q in prompts[split]}) > 100
 
 
 def test_references_compute_their_outputs_in_the_tool_and_score_1():
