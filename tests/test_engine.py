@@ -80,6 +80,23 @@ def test_several_rows_run_on_onednn_weights_with_the_same_logits(model):
     assert torch.allclose(prefill, full[:, 2], atol=1e-5) and torch.allclose(step, full[:, 3], atol=1e-5)
 
 
+def test_extend_writes_rows_anywhere_in_the_batch_at_their_own_positions(model):
+    """Tool outputs of several rows enter the cache in one pass (_extend): rows 0 and 2 of three, of different
+    lengths and outputs; the next decode step then agrees with GPT.forward on each whole sequence."""
+    engine = Engine(model, max_batch=4)
+    reqs = [engine.submit(p, GREEDY) for p in ([1, 2, 3], [4, 5, 6, 7, 8], [9, 10])]
+    engine.step()  # prefill, and each row's first token decoded
+    added = {0: [11, 12, 13, 14], 2: [15]}
+    with torch.inference_mode():
+        engine._extend([(reqs[i], ids) for i, ids in added.items()])
+        pos = torch.tensor([[r.pos] for r in reqs])
+        step = engine._forward(torch.tensor([[20], [21], [22]]), 0, pos, int(pos.max()) + 1)
+        for i, r in enumerate(reqs):
+            seq = r.prompt + r.tokens + added.get(i, []) + [20 + i]
+            assert r.pos == len(seq) - 1
+            assert torch.allclose(step[i], model(torch.tensor([seq]))[0, -1], atol=1e-4)
+
+
 def test_batched_greedy_equals_unbatched_with_requests_joining_and_leaving(model):
     prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15], [16] * 7]
     lengths = [10, 3, 8, 12, 5, 9]
@@ -327,7 +344,11 @@ def scripted(engine, req, plan):
         logits[:, plan[min(sum(req.mask), len(plan) - 1)]] = 0
         return logits
 
-    engine._forward = engine.decode = forward
+    def extend(pending):  # tool outputs enter the cache here, several rows at once
+        fed.extend(t for _, ids in pending for t in ids)
+        real_extend(pending)
+
+    real_extend, engine._forward, engine.decode, engine._extend = engine._extend, forward, forward, extend
     return fed
 
 
