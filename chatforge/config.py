@@ -308,11 +308,11 @@ PRESETS: dict[str, dict] = {
                  sft=dict(max_len=512, steps=200), eval=dict(chat_examples=40),
                  # countdown, not the calculator: RL raised the calculator's practice phrasings 0.26 -> 0.56 and its
                  # held-out ones not at all (the operator of an unseen wording), countdown's held-out sets by ~10
-                 # points. No format reward: answers go through python, not <think>. A third of the prompts from
-                 # other tasks keeps those up (150 each did not). 75 steps: ~74 fit the 3 minutes (held-out gain
-                 # over 3 seeds 11.3 vs 60 steps' 9.4). docs/benchmarks.md
+                 # points. No format reward: answers go through python, not <think>. Half the prompts from other
+                 # tasks keeps those up (with 300 each harmful refusal fell 0.80 -> 0.05). 75 steps: ~74 fit the 3
+                 # minutes (held-out gain over 3 seeds 11.3 vs 60 steps' 9.4). docs/benchmarks.md
                  rl=dict(task="countdown", steps=75, group=16, temperature=0.8, format_weight=0.0, max_minutes=3.0,
-                         mix="identity:300,chat:300,safety:300,context:300,letters:300,facts:300,arithmetic:300")),
+                         mix="identity:500,chat:500,safety:500,context:500,letters:500,facts:500,arithmetic:500")),
     "small": dict(depth=6, vocab=8192, seq_len=512, data=SYNTHETIC,
                   pretrain=dict(steps=3000, batch_size=16, compile=True),
                   sft=dict(steps=600, max_len=512)),

@@ -463,7 +463,7 @@ class Engine:
     def _extend(self, pending: list[tuple[Request, list[int]]]) -> None:
         """Tokens into the caches of rows anywhere in the batch (tool calls' outputs), all in one pass: each row's
         at its own positions, right-padded (a pad lands past its row's length, where no query looks until the
-        row's own tokens overwrite it). A pass per call had cost a tool-using RL rollout ~a fifth of its time."""
+        row's own tokens overwrite it). A pass per call: 1.53 vs 1.18 s for a countdown rollout of 8 x 16 answers."""
         m, D, KV = self.model, self.model.cfg.head_dim, self.model.cfg.n_kv_head
         n, T = len(pending), max(len(ids) for _, ids in pending)
         tokens = torch.tensor([ids + [0] * (T - len(ids)) for _, ids in pending], device=self.device)
