@@ -127,7 +127,7 @@ def heldout(run) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a run with tokenizer/ and sft/")
-    ap.add_argument("--quick", action="store_true", help="the speed comparison alone, 2 timed steps (< 2 min)")
+    ap.add_argument("--quick", action="store_true", help="the speed comparison alone (< 1 min)")
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     run_path = Path(args.run)
@@ -135,7 +135,9 @@ def main() -> None:
     # (the calculator's problems asked with tools off). A KL term on both sides: GRPO then trains on every answer,
     # as TRL does, even where all answers scored alike
     settings = dict(task="arithmetic", prompts=4, group=8, max_tokens=32, epochs=2, kl=0.02, tools=False, mix="")
-    steps = 3 if args.quick else 6  # timed steps; each side's figure is their median (a 2-core VM's steps vary 10%)
+    # timed steps, both modes; each side's figure is their median: a 2-core VM's steps vary 10% and its first few run
+    # slower (in one process GRPO's median of 3 steps read 0.72 and 0.76 s, of 6 0.605 s)
+    steps = 6
     out: dict = {"mode": "quick" if args.quick else "full", "speed_settings": settings, "timed_steps": steps}
     with tempfile.TemporaryDirectory(prefix="bench_rl_") as tmp:
         tmp = Path(tmp)
