@@ -481,8 +481,7 @@ class Engine:
             keys, values = self.k[layer][rows, :, :span], self.v[layer][rows, :, :span]
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
 
-        w = self.weights if self.blocked is None or n * T == 1 else self.blocked
-        w.hidden(tokens, m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1), attend)
+        self._weights(n).hidden(tokens, m.rope_cos[pos].unsqueeze(1), m.rope_sin[pos].unsqueeze(1), attend)
         for r, ids in pending:
             r.pos += len(ids)
 
@@ -522,9 +521,13 @@ class Engine:
             keys, values = self.k[layer][row : row + n, :, :span], self.v[layer][row : row + n, :, :span]
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True)
 
-        w = self.weights if self.blocked is None or n == 1 else self.blocked
+        w = self._weights(n)
         x = w.hidden(tokens, cos, sin, attend)
         return w.logits(x[:, -1] if last is None else x[self.rows[:n, 0], last])
+
+    def _weights(self, rows: int) -> Weights:
+        """The weights a pass over `rows` cache rows reads: oneDNN's blocked ones for several, MKL's for one."""
+        return self.weights if self.blocked is None or rows == 1 else self.blocked
 
     def _mask(self, pos: torch.Tensor, span: int) -> torch.Tensor:
         """(..., T, span) additive: causal, and blind past each row's own length. Additive, not
