@@ -164,6 +164,10 @@ class RLConfig:
     format_weight: float = 0.1  # reward for <think>...</think> followed by an answer
     tools: bool = True  # the rollouts may call the python tool, as tasks' answers do (its output is not trained on)
     ignore_eos: bool = False  # sample every answer to max_tokens: fixed lengths for bench/rl.py
+    # PPO-ptx (InstructGPT, Ouyang et al. 2022): x the NLL per token of the start checkpoint's own SFT conversations
+    # (INIT_data/train.jsonl) added to the loss, so RL keeps what SFT taught where its rewards do not reach; 0: off
+    ptx: float = 0.0
+    ptx_rows: int = 2  # packed rows of sft.max_len tokens a step for the ptx term
     lr: float = 1e-4
     # Adam's first steps move every weight by the full rate whatever its gradient's size: at 1e-4 from the start
     # the first step alone put the tiny policy 30 nats per token from its start (k3 KL)

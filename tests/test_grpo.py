@@ -8,8 +8,10 @@ from safetensors.torch import load_file
 
 from chatforge.errors import UserError
 from chatforge.infer.engine import Request, SamplingParams
+from chatforge.model.checkpoint import load_model
+from chatforge.posttrain.sft import collate, packed_loss
 from chatforge.rl.common import answer_logprobs, answer_mask, load_task, pad, read_pairs, token_logprobs
-from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, prompt_pool, rl, rollout
+from chatforge.rl.grpo import format_reward, group_advantages, grpo_loss, prompt_pool, ptx_rows, rl, rollout
 from chatforge.runs import open_run
 from chatforge.tasks.arithmetic import Arithmetic
 from chatforge.tasks.common import reply_text
@@ -40,7 +42,7 @@ def rl_run(micro_run, tmp_path, name="r", **rl):
     """A run holding the micro run's tokenizer and a chat model (its sft/), for RL stages to train from."""
     path = tmp_path / name
     path.mkdir()
-    for d in ("tokenizer", "sft"):
+    for d in ("tokenizer", "sft", "sft_data"):
         shutil.copytree(micro_run / d, path / d)
     overrides = {f"rl.{k}": str(v) for k, v in rl.items()}
     return open_run(path, "micro", overrides=overrides)
@@ -231,7 +233,7 @@ def test_a_failing_verifier_is_zero_reward_logged_not_fatal(micro_run, tmp_path)
 
 
 def test_resume_is_exact(micro_run, tmp_path):
-    settings = dict(task="test_grpo:ParityTask", steps=3, ckpt_every=1, kl=0.1, epochs=2, temperature=1.5)
+    settings = dict(task="test_grpo:ParityTask", steps=3, ckpt_every=1, kl=0.1, epochs=2, temperature=1.5, ptx=0.5)
     straight = rl_run(micro_run, tmp_path, "straight", **settings)
     rl(straight)
     stopped = rl_run(micro_run, tmp_path, "stopped", **{**settings, "steps": 1})
@@ -250,3 +252,23 @@ def test_resume_is_exact(micro_run, tmp_path):
     assert rows(straight) == rows(stopped)
     lr = straight.config.rl.lr  # warmed up over the first 10 steps: Adam's first steps move every weight by lr
     assert [r["lr"] for r in rows(straight)] == pytest.approx([lr / 10, 2 * lr / 10, 3 * lr / 10])
+
+
+def test_ptx_keeps_the_start_checkpoints_conversations_learnt(micro_run, tmp_path):
+    settings = dict(task="test_grpo:ParityTask", steps=3, lr=1e-3, warmup_steps=1, temperature=1.5)
+    runs = {ptx: rl_run(micro_run, tmp_path, f"ptx{ptx}", ptx=ptx, **settings) for ptx in (0, 2)}
+    tok = load_tokenizer(micro_run / "tokenizer")
+    x, y, doc = collate(ptx_rows(runs[2], "sft", tok)[:8], runs[2].config.sft.max_len)
+
+    def nll(path):
+        with torch.no_grad():
+            return packed_loss(load_model(path, "cpu"), x, y, doc).item()
+    start = nll(micro_run / "sft")
+    for run in runs.values():
+        rl(run)
+    rows = [json.loads(ln) for ln in (runs[2].path / "metrics" / "rl.jsonl").read_text().splitlines()]
+    assert all(r["ptx_loss"] > 0 for r in rows)
+    assert nll(runs[2].path / "rl") < min(start, nll(runs[0].path / "rl"))
+    shutil.rmtree(runs[2].path / "sft_data")
+    with pytest.raises(UserError, match="sft_data"):
+        rl(runs[2])

@@ -99,34 +99,41 @@ def packed_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, doc: torch.Tensor,
     return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1, reduction=reduction)
 
 
+def render_and_pack(tok: Tokenizer, conversations: list[dict], max_len: int, seed: int,
+                    stats: dict) -> list[list[tuple[list[int], list[int]]]]:
+    """Render conversations and pack them into rows of max_len + 1 tokens (pack). Those that do not render
+    (`bad_conversations`), are longer than a row (`too_long`) or have no assistant token (`no_trained_tokens`)
+    are counted in `stats` and skipped."""
+    for key in ("bad_conversations", "too_long", "no_trained_tokens"):
+        stats.setdefault(key, 0)
+    rendered = []
+    for c in conversations:
+        try:
+            ids, mask = render(tok, c["messages"])
+        except ValueError:
+            stats["bad_conversations"] += 1
+            continue
+        if len(ids) > max_len + 1:
+            stats["too_long"] += 1
+        elif not any(mask):  # nothing to learn
+            stats["no_trained_tokens"] += 1
+        else:
+            rendered.append((ids, mask))
+    return [[rendered[i] for i in row] for row in pack([len(ids) for ids, _ in rendered], max_len + 1, seed)]
+
+
 def prepare_data(run, tok: Tokenizer, out: str = "sft") -> tuple[list, list, dict]:
-    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to OUT_data/{train,val}.jsonl,
-    render them and pack each split into rows of sft.max_len + 1 tokens (pack). Conversations that do not render,
-    are longer than a row (`too_long`) or have no assistant token are counted and skipped; the stats also count
-    the conversations taken per source and split, and how full the training rows are (`row_fill`)."""
+    """Write the mixture's conversations (`sft.mixture`, posttrain/conversations.py) to OUT_data/{train,val}.jsonl
+    and render_and_pack each split; the stats also count the conversations taken per source and split, those
+    skipped, and how full the training rows are (`row_fill`)."""
     sc = run.config.sft
     convs, stats = mixture_conversations(run.config)
     for message in stats["bad_line_errors"]:
         print(f"sft: skipped {message}")
-    stats |= {"bad_conversations": 0, "too_long": 0, "no_trained_tokens": 0}
     packed: dict[str, list] = {}
     for split, rows in convs.items():
         write_jsonl(run.path / f"{out}_data" / f"{split}.jsonl", rows)
-        rendered = []
-        for c in rows:
-            try:
-                ids, mask = render(tok, c["messages"])
-            except ValueError:
-                stats["bad_conversations"] += 1
-                continue
-            if len(ids) > sc.max_len + 1:
-                stats["too_long"] += 1
-            elif not any(mask):  # nothing to learn
-                stats["no_trained_tokens"] += 1
-            else:
-                rendered.append((ids, mask))
-        packed[split] = [[rendered[i] for i in row]
-                         for row in pack([len(ids) for ids, _ in rendered], sc.max_len + 1, sc.seed)]
+        packed[split] = render_and_pack(tok, rows, sc.max_len, sc.seed, stats)
     tokens = sum(len(ids) for row in packed["train"] for ids, _ in row)
     stats["rows"] = len(packed["train"])
     stats["row_fill"] = round(tokens / max(1, len(packed["train"]) * (sc.max_len + 1)), 4)

@@ -6,7 +6,8 @@ covers every kind of prompt: on tiny, RL on the calculator alone took the other 
 
     advantage  A_i = (r_i - mean(r)) / std(r) over the G answers to one prompt (Dr. GRPO: no std)
     loss       -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A) + beta k3(pi, pi_ref), ratio = pi / pi_old
-               averaged over every trained token of the step (token-level, DAPO), over `epochs` optimizer steps
+               averaged over every trained token of the step (token-level, DAPO), over `epochs` optimizer steps,
+               plus rl.ptx x the NLL per token of a few of the start checkpoint's SFT conversations (PPO-ptx)
 
 The old log-probabilities are the rollout policy's: the training model's in its first inner step (the engine samples
 from the same weights, refreshed after each step). Tool outputs the engine pastes into an answer are masked out of
@@ -14,6 +15,7 @@ the loss: the model did not choose them.
 """
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
+from chatforge.posttrain.sft import collate, packed_loss, render_and_pack
 from chatforge.rl.common import answer_logprobs, answer_mask, load_task, start_checkpoint, task_examples
 from chatforge.rl.reward import load_reward_model
 from chatforge.tasks import TASKS, parse_mixture
@@ -155,6 +158,20 @@ def prompt_pool(task: Task, tok, rc, config, seq_len: int) -> list[tuple[Task, d
     return pool
 
 
+def ptx_rows(run, init: str, tok) -> list:
+    """PPO-ptx's data: the conversations the start checkpoint was fine-tuned on (INIT_data/train.jsonl, written by
+    its sft or probe stage), packed as SFT packs them."""
+    path = run.path / f"{init}_data" / "train.jsonl"
+    if not path.exists():
+        raise UserError(f"rl.ptx needs the conversations {init}/ was trained on, and {path} is missing "
+                        f"(rerun `chatforge {init}`, or set rl.ptx=0)")
+    conversations = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = render_and_pack(tok, conversations, run.config.sft.max_len, run.config.rl.seed, {})
+    if not rows:
+        raise UserError(f"rl.ptx: no usable conversation in {path}")
+    return rows
+
+
 def rl(run, resume: bool = False) -> dict:
     """The `rl` stage: the probe/ (or sft/) checkpoint -> rl/ checkpoint, metrics/rl.jsonl; resumes exactly."""
     rc = run.config.rl
@@ -179,6 +196,7 @@ def rl(run, resume: bool = False) -> dict:
         print(f"rl: resuming from step {state.step}")
     pool = prompt_pool(task, tok, rc, run.config, model.cfg.seq_len)
     ref = load_model(run.path / init, device).requires_grad_(False) if rc.kl > 0 else None
+    ptx = ptx_rows(run, init, tok) if rc.ptx > 0 else []
     optimizer = make_optimizer(model, rc.lr, 0.0)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt.optimizer)
@@ -222,14 +240,21 @@ def rl(run, resume: bool = False) -> dict:
         adv, n_tokens = adv[keep].to(device), sum(sum(r.mask) for r in rolls)
         with torch.no_grad(), autocast(device, dtype):
             ref_logp = answer_logprobs(ref, *batch) if ref is not None else None
-        kls, clips = [], []
+        if ptx:  # the step's rows follow from the step number alone, so a resumed run trains on the same
+            sft_batch = [t.to(device) for t in collate([ptx[i] for i in batch_indices(
+                len(ptx), state.step * rc.ptx_rows, rc.ptx_rows, rc.seed)], run.config.sft.max_len)]
+        kls, clips, ptx_losses = [], [], []
         set_lr(optimizer, lr_multiplier(0.0, state.step, rc.warmup_steps, 0.0))
         for epoch in range(rc.epochs):
             with autocast(device, dtype):
                 logp = answer_logprobs(model, *batch)
+                sft_loss = packed_loss(model, *sft_batch) if ptx else None
             if epoch == 0:  # the weights the rollouts were sampled from: ratio 1, as PPO's first epoch has it
                 old = logp.detach()
             loss, stats = grpo_loss(logp, old, adv, mask, rc.clip, rc.kl, ref_logp, n_tokens)
+            if sft_loss is not None:
+                loss = loss + rc.ptx * sft_loss
+                ptx_losses.append(sft_loss.item())
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
             check_finite(loss.item(), grad_norm, state.step + 1, ckpt_dir, last_saved, "rl.lr")
@@ -254,6 +279,8 @@ def rl(run, resume: bool = False) -> dict:
         if rc.mix:  # the RL task's own accuracy among the mixed prompts
             mine = [r.accuracy for r in rolls if r.task == task.name]
             row["task_accuracy"] = round(sum(mine) / len(mine), 4) if mine else None
+        if ptx_losses:
+            row["ptx_loss"] = round(sum(ptx_losses) / len(ptx_losses), 4)
         if rm_scores is not None:
             row["rm_score"] = round(sum(rm_scores) / n, 4)
         log.write(state.step, **row)
