@@ -6,7 +6,9 @@ word and reads `'s` as a contraction, so `'strawberry'` at the start of code is 
 question's ` strawberry` is ` st raw ber ry`. The call therefore assigns the word after `= ` as the question
 writes it: a bare word inside double quotes with its space (`w = " strawberry"`: ` st raw ber ry`), a quoted word
 with its quotes (`w = 'strawberry'`: ` '` then `st raw ber ry`, as in the question's ` 'strawberry'`); then one
-expression on `w`. Words are split between training and held-out by a hash, and the splits phrase questions differently.
+expression on `w`, the letter to count with its space too (`w.count(" r".strip())`: the question's ` r`, where
+`"r"` is a token of its own). The reply opens with the output, whose tokens a leading space would change.
+Words are split between training and held-out by a hash, and the splits phrase questions differently.
 """
 
 import random
@@ -68,7 +70,8 @@ TEMPLATES = {
         "reverse": ["Write {w} in reverse.", "How is {w} spelled back to front?"],
     },
 }
-EXPRESSIONS = {"count": 'w.count("{l}")', "spell": '"-".join(w.strip())', "reverse": "w.strip()[::-1]"}
+# with `w.count("{l}")` tiny wrote another letter (mostly "r") in 13 of 31 held-out counting calls
+EXPRESSIONS = {"count": 'w.count(" {l}".strip())', "spell": '"-".join(w.strip())', "reverse": "w.strip()[::-1]"}
 
 
 def word_split(word: str) -> str:
@@ -94,12 +97,14 @@ class Letters(Task):
             if kind == "count":
                 answer = word.count(letter)
                 output, text = str(answer), f"The letter {letter} appears {answer} time{'s' * (answer != 1)} in {word}."
+            # the reply opens with the output, so it copies the output's own tokens: after a space they differ (" e l z
+            # z um" vs "el z z um"); with the answer last tiny miscopied 7 of 13 right outputs, first 3 of 12
             elif kind == "spell":
                 output = answer = "-".join(word)
-                text = f"{word} is spelled {answer}."
+                text = f"{answer} spells {word}."
             else:
                 output = answer = word[::-1]
-                text = f"{word} backwards is {answer}."
+                text = f"{answer} is {word} backwards."
             out.append({"messages": [{"role": "user", "content": q},
                                      {"role": "assistant", "content": [
                                          {"type": "python", "text": call}, {"type": "output", "text": output},
