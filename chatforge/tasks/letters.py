@@ -99,8 +99,7 @@ class Letters(Task):
                 output, text = str(answer), f"The letter {letter} appears {answer} time{'s' * (answer != 1)} in {word}."
             elif kind == "spell":
                 # the reply opens with the output, so it copies the output's own tokens: after a space they differ
-                # (" e l z z um" vs "el z z um"); with the answer last tiny miscopied 7 of 13 right outputs, first
-                # 3 of 14
+                # (" e l z z um" vs "el z z um"); tiny miscopied 7 of 13 right outputs put last, 3 of 14 put first
                 output = answer = "-".join(word)
                 text = f"{answer} spells {word}."
             else:
