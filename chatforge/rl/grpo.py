@@ -15,7 +15,6 @@ the loss: the model did not choose them.
 """
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from chatforge.infer.tools import Tools
 from chatforge.model.checkpoint import load_model, remove_checkpoint
 from chatforge.model.optim import make_optimizer
 from chatforge.model.precision import autocast, autocast_dtype, keep_freed_memory, pick_device
+from chatforge.posttrain.loaders import load_conversations
 from chatforge.posttrain.sft import collate, packed_loss, render_and_pack
 from chatforge.rl.common import answer_logprobs, answer_mask, load_task, start_checkpoint, task_examples
 from chatforge.rl.reward import load_reward_model
@@ -165,7 +165,7 @@ def ptx_rows(run, init: str, tok) -> list:
     if not path.exists():
         raise UserError(f"rl.ptx needs the conversations {init}/ was trained on, and {path} is missing "
                         f"(rerun `chatforge {init}`, or set rl.ptx=0)")
-    conversations = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    conversations, _ = load_conversations(path)
     rows = render_and_pack(tok, conversations, run.config.sft.max_len, run.config.rl.seed, {})
     if not rows:
         raise UserError(f"rl.ptx: no usable conversation in {path}")
