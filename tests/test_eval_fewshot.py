@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from chatforge.data import facts
 from chatforge.data.pipeline import read_parts
 from chatforge.eval.fewshot import (
     CHOICES,
@@ -15,10 +16,11 @@ from chatforge.eval.fewshot import (
     WORD,
     Item,
     accuracy,
+    attribute_items,
     make_items,
-    next_logprobs,
     prompts,
     repeat_nll,
+    sequence_logprobs,
     with_shots,
 )
 from chatforge.eval.regurgitation import greedy, matches, read_starts
@@ -65,6 +67,24 @@ def test_shots_never_contain_the_answer(family):
         assert item.choices[item.answer] not in {w.lower() for w in WORD.findall(shots)}
 
 
+def test_attribute_items_ask_one_of_a_persons_values_and_their_shots_ask_the_same():
+    persons = list(facts.people(64))
+    assert attribute_items(persons, 40) == attribute_items(persons, 40) != attribute_items(persons, 40, seed=1)
+    items = with_shots(attribute_items(persons, 64))
+    assert len(items) >= 50 and {it.rule for it in items} == set(facts.ATTRIBUTE_NAMES)
+    by_name = {p.name: p for p in persons}
+    for item, text in zip(items, prompts(items, SHOTS), strict=True):
+        p = by_name[item.prompt.removeprefix("Q: ").removesuffix("\nA:")]
+        assert sorted(item.choices) == sorted(str(getattr(p, a)) for a in facts.ATTRIBUTE_NAMES)
+        assert item.choices[item.answer] == str(getattr(p, item.rule))
+        shots = text.split("\n\n")[:-1]
+        assert len(shots) == SHOTS
+        for shot in shots:
+            q = by_name[shot.split("\n")[0].removeprefix("Q: ")]
+            answer = str(getattr(q, item.rule))
+            assert shot.endswith(f"A: {answer}") and answer != item.choices[item.answer]
+
+
 def test_an_item_without_enough_shots_is_left_out():
     items = [Item(f"Q: the {w} and\nA:", ("the", w, "and", "of"), 0) for w in ("cat", "dog", "cow")]
     items.append(Item("Q: red sun\nA:", ("red", "sun", "sky", "sea"), 0))
@@ -100,13 +120,16 @@ def test_scorer_picks_the_choice_the_model_prefers():
     table = torch.zeros(len(words) + 1, len(words) + 1)
     table[tok.ids["a"], tok.ids["y"]] = 5.0  # after "a" the model wants "y"
     table[tok.ids["v"], tok.ids["w"]] = 5.0  # after "v", "w"
+    table[tok.ids["w"], tok.ids["v"]] = 5.0  # after "w", "v"
     model = Prefers(table)
     items = [Item("q x a", ("x", "y", "z", "w"), 1), Item("q x a", ("y", "x", "z", "w"), 1),
-             Item("q q q q v", ("x", "y", "z", "w"), 3)]  # prompts of other lengths in one padded batch
-    assert accuracy(model, tok, items, [it.prompt for it in items]) == pytest.approx(2 / 3)
-    logp = next_logprobs(model, [[0, 1, 2], [0, 7, 7, 7, 7, 7]])
-    assert logp.shape == (2, len(words) + 1) and logp[1].argmax() == tok.ids["w"]
-    assert torch.allclose(logp.exp().sum(1), torch.ones(2))
+             Item("q q q q v", ("x", "y", "z", "w"), 3),  # prompts of other lengths in one padded batch
+             Item("q v", ("w x", "w v", "z", "y"), 1)]  # alike in their first token: the second decides
+    assert accuracy(model, tok, items, [it.prompt for it in items]) == pytest.approx(3 / 4)
+    v, w = tok.ids["v"], tok.ids["w"]
+    logp = sequence_logprobs(model, [([0, 1, 2], [3]), ([0, v], [w, v, w]), ([0, 7, 7, 7, 7], [7])])
+    step = torch.log_softmax(table, -1)  # after token t, log p(next)
+    assert logp.tolist() == pytest.approx([step[2, 3].item(), (2 * step[v, w] + step[w, v]).item(), step[7, 7].item()])
 
 
 class Copier(nn.Module):

@@ -38,6 +38,25 @@ def test_every_paragraph_states_all_four_attributes_of_its_person():
             assert all(str(v) in para for v in (p.city, p.year, p.job, p.hobby)), para
 
 
+def test_a_directory_page_lists_one_attribute_of_known_people_in_one_frame():
+    ps = facts.people(64)
+    pages = facts.directories(64, 60)
+    assert pages == facts.directories(64, 60) and len(pages) == 60
+    seen = set()
+    for _, text in pages:
+        title, body = text.split("\n\n", 1)
+        listed = sorted((m.start(), p) for p in ps for m in re.finditer(rf"\b{p.name}\b", body))
+        assert all(p.exposure == facts.KNOWN_EXPOSURE for _, p in listed)
+        assert facts.DIRECTORY_LINES[0] <= len(listed) <= facts.DIRECTORY_LINES[1]
+        layouts = {(frame, sep, a) for frame in facts.DIRECTORY_FRAMES for sep in facts.DIRECTORY_SEPARATORS
+                   for a in facts.ATTRIBUTE_NAMES
+                   if body == sep.join(frame.format(name=p.name, value=getattr(p, a)) for _, p in listed)}
+        assert title in facts.TITLES and len({a for *_, a in layouts}) == 1, text
+        seen |= layouts
+    assert {a for *_, a in seen} == set(facts.ATTRIBUTE_NAMES) and {f for f, *_ in seen} == set(facts.DIRECTORY_FRAMES)
+    assert facts.directories(0, 5) == ()
+
+
 def test_invented_names_never_appear_in_the_corpus():
     corpus_surnames = {p.name.split()[1] for p in facts.people(256)}
     invented = facts.invented_names(400)
@@ -59,11 +78,13 @@ def test_data_stage_mixes_fact_and_copy_pages_into_train_only(tmp_path):
         (src / f"doc{i}.txt").write_text(f"Document number {i} talks about something different. " * 30 + str(i))
     cfg = make_config("micro").data
     cfg.inputs, cfg.steps, cfg.facts, cfg.copy_docs, cfg.val_fraction = str(src), "normalise,dedup", 8, 5, 0.3
+    cfg.directory_pages = 3
     stats = run_pipeline(cfg, tmp_path / "data")
     train = pq.read_table(tmp_path / "data" / "train").to_pylist()
     val = pq.read_table(tmp_path / "data" / "val").to_pylist()
     ids = [r["id"] for r in train]
-    n_facts = len(facts.documents(8))
+    n_facts = len(facts.documents(8)) + 3
+    assert sum(i.startswith("facts/directory/") for i in ids) == 3
     assert stats["fact_docs"] == n_facts == sum(i.startswith("facts/") for i in ids)
     assert stats["copy_docs"] == 5 == sum(i.startswith("copy/") for i in ids)
     assert not any(r["id"].startswith(("facts/", "copy/")) for r in val)

@@ -142,3 +142,30 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
         page.append(para)
     docs.append((f"facts/{len(docs):05d}", "\n\n".join(page)))
     return tuple(docs)
+
+
+# Directory pages list one attribute of several people in one frame, the attribute named nowhere: what a line wants
+# is learnt from the lines before it, as in a few-shot prompt (bursty data lets in-context learning emerge, Chan et
+# al. 2022). On tiny, 2,000 of them took eval fewshot's attribute task (its Q:/A: frame is none of these) 0.34 -> 0.70.
+DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
+                    "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
+DIRECTORY_SEPARATORS = ["\n", "\n\n"]
+DIRECTORY_LINES = (4, 10)
+ATTRIBUTE_NAMES = ("city", "year", "job", "hobby")
+
+
+def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
+    """(id, text) of `pages` directory pages about the best-known people of people(n) (KNOWN_EXPOSURE), so the
+    exposures of the other groups stay as EXPOSURES says."""
+    known = [p for p in people(n) if p.exposure == KNOWN_EXPOSURE]
+    if not known:
+        return ()
+    rng = random.Random(f"facts/directories/{n}")
+    docs = []
+    for i in range(pages):
+        frame, sep = rng.choice(DIRECTORY_FRAMES), rng.choice(DIRECTORY_SEPARATORS)
+        attribute = rng.choice(ATTRIBUTE_NAMES)
+        listed = rng.sample(known, min(len(known), rng.randint(*DIRECTORY_LINES)))
+        lines = [frame.format(name=p.name, value=getattr(p, attribute)) for p in listed]
+        docs.append((f"facts/directory/{i:05d}", rng.choice(TITLES) + "\n\n" + sep.join(lines)))
+    return tuple(docs)

@@ -310,7 +310,7 @@ def finish(shards: list[Shard], cfg, out_dir: Path, work: Path, use_dedup: bool,
     # The synthetic pages (facts: data/facts.py, copying: data/copying.py) skip the steps: they are clean, and
     # dedup would merge their templates. They train only, so val bits per byte compare with and without them,
     # spread evenly between the kept documents: a training window starts at each document.
-    fact_docs = facts.documents(cfg.facts) if cfg.facts else ()
+    fact_docs = (*facts.documents(cfg.facts), *facts.directories(cfg.facts, cfg.directory_pages)) if cfg.facts else ()
     copy_docs = ()
     if cfg.copy_docs:
         texts = (t for table in tables for t in table.column("text").to_pylist())

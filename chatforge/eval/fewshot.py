@@ -1,13 +1,14 @@
-"""Few-shot in-context learning (GPT-3, Brown et al. 2020): multiple-choice tasks built from held-out (val split)
-documents, each item scored with no examples before it and with SHOTS solved items of the same task before it.
-A base model that picks the task up from its prompt scores higher with the shots.
+"""Few-shot in-context learning (GPT-3, Brown et al. 2020): multiple-choice tasks, each item scored with no examples
+before it and with SHOTS solved items of the same task (and rule) before it. A base model that picks the task up
+from its prompt scores higher with the shots.
 
-Each family is a rule the examples show and the prompt does not say: `first_word` maps a list of a document's
-words to its first one, `next_word` asks for the word that follows a given word in a passage. An item's four
-choices come from its own document; a shot never contains the item's answer, so the shots teach the rule, not the
-answer. Scoring is lm-eval's log-likelihood multiple choice: the choice with the highest log-probability after the
-prompt, no sampling, so the figure is stable on a small model. Choices are words the tokenizer keeps whole (one
-token with its leading space), so one forward pass over a prompt scores all four.
+Each family is a rule the examples show and the prompt does not say. From held-out (val) documents: `first_word`
+maps a list of a document's words to its first one, `next_word` asks for the word that follows a given word in a
+passage; their four choices are words of the item's own document that the tokenizer keeps whole. From the fact
+corpus: `attribute` maps a person's name to one of the person's four attributes, all four the choices, so only the
+shots say which is asked. A shot never contains the item's answer, so the shots teach the rule, not the answer.
+Scoring is lm-eval's log-likelihood multiple choice (`acc`): the choice whose tokens are the most likely after the
+prompt, no sampling, so the figure is stable on a small model.
 """
 
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from chatforge.data import facts
 from chatforge.data.pipeline import read_parts
 from chatforge.errors import UserError
 from chatforge.model.checkpoint import load_model
@@ -39,6 +41,7 @@ class Item:
     prompt: str
     choices: tuple[str, ...]
     answer: int  # index into choices
+    rule: str = ""  # an item's shots follow the same rule
 
     def solved(self) -> str:
         return f"{self.prompt} {self.choices[self.answer]}"
@@ -77,6 +80,19 @@ Family = Callable[[random.Random, str, Callable[[str], bool]], Item | None]  # (
 FAMILIES: dict[str, Family] = {"first_word": first_word, "next_word": next_word}
 
 
+def attribute_items(persons: list[facts.Person], n: int, seed: int = 0) -> list[Item]:
+    """Q: a person's name / A: one of the person's four attributes (city, year, job, hobby), the item's rule; the
+    four values are the choices, so only the shots say which is asked, as in a directory page (data/facts.py)."""
+    rng = random.Random(f"fewshot/attribute/{seed}")
+    items = []
+    for p in rng.sample(persons, min(n, len(persons))):
+        values = [str(getattr(p, a)) for a in facts.ATTRIBUTE_NAMES]
+        rule = rng.choice(facts.ATTRIBUTE_NAMES)
+        choices = rng.sample(values, CHOICES)
+        items.append(Item(f"Q: {p.name}\nA:", tuple(choices), choices.index(str(getattr(p, rule))), rule))
+    return items
+
+
 def make_items(docs: list[str], family: str, n: int, whole: Callable[[str], bool], seed: int = 0) -> list[Item]:
     """Up to n distinct items of `family` from documents drawn at random, their choices words for which whole(word)
     holds (seeded: the same documents give the same items); a small val split gives fewer."""
@@ -94,9 +110,9 @@ def make_items(docs: list[str], family: str, n: int, whole: Callable[[str], bool
 
 def shot_pools(items: list[Item]) -> list[list[int]]:
     """For each item, the other items whose text does not contain its answer as a word: the shots it may have."""
-    words = [{w.lower() for w in WORD.findall(it.solved())} for it in items]
-    return [[j for j in range(len(items)) if j != i and it.choices[it.answer].lower() not in words[j]]
-            for i, it in enumerate(items)]
+    words = [{w.lower() for w in re.findall(r"\w+", it.solved())} for it in items]
+    return [[j for j in range(len(items)) if j != i and it.rule == items[j].rule
+             and it.choices[it.answer].lower() not in words[j]] for i, it in enumerate(items)]
 
 
 def with_shots(items: list[Item], k: int = SHOTS) -> list[Item]:
@@ -112,20 +128,25 @@ def prompts(items: list[Item], k: int, seed: int = 0) -> list[str]:
 
 
 @torch.no_grad()
-def next_logprobs(model: GPT, prompts: list[list[int]], device: str = "cpu", batch_size: int = BATCH) -> torch.Tensor:
-    """log p(next token | prompt) for each prompt, (len(prompts), vocab), from right-padded batches (causal attention:
-    padding after a prompt changes none of its positions); a prompt too long for the context loses its start."""
+def sequence_logprobs(model: GPT, rows: list[tuple[list[int], list[int]]], device: str = "cpu",
+                      batch_size: int = BATCH) -> torch.Tensor:
+    """log p(continuation | prompt) summed over the continuation's tokens, for each (prompt, continuation), from
+    right-padded batches (causal attention: padding after a row changes none of its positions); a row too long for
+    the context loses the start of its prompt."""
     was_training = model.training
     model.eval()
     out = []
-    for b in range(0, len(prompts), batch_size):
-        rows = [p[-model.cfg.seq_len :] for p in prompts[b : b + batch_size]]
-        width = max(len(r) for r in rows)
-        x = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
-        last = torch.tensor([len(r) - 1 for r in rows], device=device)
-        out.append(torch.log_softmax(model(x)[torch.arange(len(rows), device=device), last].float(), -1).cpu())
+    for b in range(0, len(rows), batch_size):
+        seqs = [(p + c)[-model.cfg.seq_len :] for p, c in rows[b : b + batch_size]]
+        lens = [len(c) for _, c in rows[b : b + batch_size]]
+        width = max(len(r) for r in seqs)
+        x = torch.tensor([r + [0] * (width - len(r)) for r in seqs], device=device)
+        logp = torch.log_softmax(model(x).float(), -1)
+        for i, (seq, n) in enumerate(zip(seqs, lens, strict=True)):
+            at = torch.arange(len(seq) - n - 1, len(seq) - 1, device=device)  # positions predicting the continuation
+            out.append(logp[i, at, torch.tensor(seq[-n:], device=device)].sum().item())
     model.train(was_training)
-    return torch.cat(out)
+    return torch.tensor(out)
 
 
 def whole_words(tok: Tokenizer) -> Callable[[str], bool]:
@@ -133,10 +154,11 @@ def whole_words(tok: Tokenizer) -> Callable[[str], bool]:
 
 
 def accuracy(model: GPT, tok: Tokenizer, items: list[Item], texts: list[str], device: str = "cpu") -> float:
-    """The share of items whose answer is the most likely of its choices after its prompt text."""
-    logp = next_logprobs(model, [[tok.bos_id] + tok.encode(t) for t in texts], device)
-    choices = torch.tensor([[tok.encode(" " + c)[0] for c in item.choices] for item in items])
-    picked = logp.gather(1, choices).argmax(1)
+    """The share of items whose answer is the most likely of its choices after its prompt text: lm-eval's `acc`, the
+    log-probability of each choice's tokens summed."""
+    rows = [([tok.bos_id] + tok.encode(t), tok.encode(" " + c)) for item, t in zip(items, texts, strict=True)
+            for c in item.choices]
+    picked = sequence_logprobs(model, rows, device).view(len(items), CHOICES).argmax(1)
     return sum(int(p) == item.answer for p, item in zip(picked, items, strict=True)) / len(items)
 
 
@@ -170,6 +192,8 @@ def evaluate_fewshot(run: Run, stages: list[str]) -> tuple[dict, dict]:
     n, device = run.config.eval.fewshot_items, pick_device()
     tok = load_tokenizer(run.path / "tokenizer")
     items = {family: with_shots(make_items(docs, family, n, whole_words(tok))) for family in FAMILIES}
+    if run.config.data.facts:
+        items["attribute"] = with_shots(attribute_items(list(facts.people(run.config.data.facts)), n))
     for family in [f for f, its in items.items() if len(its) <= 2 * SHOTS]:  # too few to draw shots from
         print(f"fewshot: left out {family}, only {len(items.pop(family))} items from {len(docs)} val documents")
     if not items:
