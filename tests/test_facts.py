@@ -8,11 +8,14 @@ import pytest
 
 from chatforge.config import PRESETS, make_config
 from chatforge.data import facts
-from chatforge.data.pipeline import run_pipeline
+from chatforge.data.pipeline import SCHEMA, PartWriter, run_pipeline
 from chatforge.errors import UserError
 from chatforge.infer.search import split_passages
+from chatforge.runs import open_run
 from chatforge.tasks import TASKS
 from chatforge.tasks.facts import QUESTIONS
+from chatforge.tokenizer.bpe import load_tokenizer
+from chatforge.tokenizer.shards import build_tokenizer_and_shards
 
 
 def test_people_are_deterministic_with_every_exposure_group():
@@ -92,6 +95,22 @@ def test_data_stage_mixes_fact_and_copy_pages_into_train_only(tmp_path):
     is_fact = [i.startswith(("facts/", "copy/")) for i in ids]
     assert sum(a != b for a, b in itertools.pairwise(is_fact)) >= 3  # spread between documents, not one block
     assert json.loads((tmp_path / "data" / "stats.json").read_text())["fact_docs"] == n_facts
+
+
+def test_the_tokenizer_learns_no_merges_from_directory_pages(tmp_path):
+    run = open_run(tmp_path / "run", "micro")
+    run.config.tokenizer.vocab_size = 290
+    rows = [{"text": "The river rose over the bridge and the town. " * 40, "id": "doc/1"},
+            {"text": "Zorvaquel: Lisbon\nZorvaquel: Oslo\n" * 200, "id": f"{facts.DIRECTORY_ID}00000"}]
+    for split in ("train", "val"):
+        writer = PartWriter(run.path / "data" / split, 100)
+        for row in rows[: 2 if split == "train" else 1]:
+            writer.add({k: row.get(k) for k in SCHEMA.names})
+        writer.flush()
+    build_tokenizer_and_shards(run)
+    tok = load_tokenizer(run.path / "tokenizer")
+    assert len(tok.encode(" river")) == 1 and len(tok.encode(" Zorvaquel")) > 3  # merges: the natural text's only
+    assert tok.decode(tok.encode(rows[1]["text"])) == rows[1]["text"]  # the page is still trained on, in pieces
 
 
 def test_every_preset_has_the_fact_pages_its_mixture_and_probing_need():

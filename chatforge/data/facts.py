@@ -151,6 +151,7 @@ DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]
 DIRECTORY_LINES = (4, 10)
+DIRECTORY_ID = "facts/directory/"
 ATTRIBUTE_NAMES = ("city", "year", "job", "hobby")
 
 
@@ -167,5 +168,5 @@ def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
         attribute = rng.choice(ATTRIBUTE_NAMES)
         listed = rng.sample(known, min(len(known), rng.randint(*DIRECTORY_LINES)))
         lines = [frame.format(name=p.name, value=getattr(p, attribute)) for p in listed]
-        docs.append((f"facts/directory/{i:05d}", rng.choice(TITLES) + "\n\n" + sep.join(lines)))
+        docs.append((f"{DIRECTORY_ID}{i:05d}", rng.choice(TITLES) + "\n\n" + sep.join(lines)))
     return tuple(docs)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from chatforge.data.facts import DIRECTORY_ID
 from chatforge.errors import UserError
 from chatforge.tokenizer.bpe import Tokenizer, load_tokenizer, train_tokenizer
 from chatforge.tokenizer.hf import load_hf_tokenizer, save_hf_tokenizer
@@ -259,6 +260,12 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
     def texts(split: str) -> Iterator[str]:
         return (r["text"] for r in read_parts(data_dir / split, ["text"]))
 
+    def tokenizer_texts() -> Iterator[str]:
+        # not the directory pages: their lists of the same 64 names bought tiny's vocabulary 356 merges for names, and
+        # SFT val loss went 0.96 -> 1.19, letter counting 0.35 -> 0.08 (docs/benchmarks.md)
+        return (r["text"] for r in read_parts(data_dir / "train", ["text", "id"])
+                if not r["id"].startswith(DIRECTORY_ID))
+
     if next(texts("train"), None) is None:
         raise UserError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
                         f"check the data stage's stats.json")
@@ -271,7 +278,7 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
                             f"--tokenizer.vocab_size={tok.vocab_size}")
     else:
         try:
-            tok = train_tokenizer(texts("train"), cfg.vocab_size)
+            tok = train_tokenizer(tokenizer_texts(), cfg.vocab_size)
         except ValueError as e:
             raise UserError(f"{data_dir / 'train'}: {e}") from None
     tok.save(run.path / "tokenizer")
