@@ -144,29 +144,34 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
     return tuple(docs)
 
 
-# Directory pages list one attribute of several people in one frame, the attribute named nowhere: what a line wants
+# Directory lists name one attribute of several people in one frame, the attribute named nowhere: what a line wants
 # is learnt from the lines before it, as in a few-shot prompt (bursty data lets in-context learning emerge, Chan et
-# al. 2022). On tiny, 2,000 of them took eval fewshot's attribute task (its Q:/A: frame is none of these) 0.34 -> 0.70.
+# al. 2022). The eval's few-shot frame (Q:/A:) is none of these. Lists are gathered DIRECTORY_LISTS to a page, as a
+# page is one training row's start: 2,000 one-list pages (13% more rows) raised tiny's SFT val loss 0.96 -> 1.26.
 DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]
 DIRECTORY_LINES = (4, 10)
+DIRECTORY_LISTS = 10
 DIRECTORY_ID = "facts/directory/"
 ATTRIBUTE_NAMES = ("city", "year", "job", "hobby")
 
 
 def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
-    """(id, text) of `pages` directory pages about the best-known people of people(n) (KNOWN_EXPOSURE), so the
-    exposures of the other groups stay as EXPOSURES says."""
+    """(id, text) of `pages` directory pages of DIRECTORY_LISTS lists each, about the best-known people of people(n)
+    (KNOWN_EXPOSURE), so the exposures of the other groups stay as EXPOSURES says."""
     known = [p for p in people(n) if p.exposure == KNOWN_EXPOSURE]
     if not known:
         return ()
     rng = random.Random(f"facts/directories/{n}")
     docs = []
     for i in range(pages):
-        frame, sep = rng.choice(DIRECTORY_FRAMES), rng.choice(DIRECTORY_SEPARATORS)
-        attribute = rng.choice(ATTRIBUTE_NAMES)
-        listed = rng.sample(known, min(len(known), rng.randint(*DIRECTORY_LINES)))
-        lines = [frame.format(name=p.name, value=getattr(p, attribute)) for p in listed]
-        docs.append((f"{DIRECTORY_ID}{i:05d}", rng.choice(TITLES) + "\n\n" + sep.join(lines)))
+        lists = []
+        for _ in range(DIRECTORY_LISTS):
+            frame, sep = rng.choice(DIRECTORY_FRAMES), rng.choice(DIRECTORY_SEPARATORS)
+            attribute = rng.choice(ATTRIBUTE_NAMES)
+            listed = rng.sample(known, min(len(known), rng.randint(*DIRECTORY_LINES)))
+            lines = [frame.format(name=p.name, value=getattr(p, attribute)) for p in listed]
+            lists.append(rng.choice(TITLES) + "\n\n" + sep.join(lines))
+        docs.append((f"{DIRECTORY_ID}{i:05d}", "\n\n".join(lists)))
     return tuple(docs)
