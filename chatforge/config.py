@@ -295,7 +295,7 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 # more per token than twice that, where Power Lines would give it 16x more; its 512-token context holds a document or
 # search passages with a question and answer (SFT), at ~30% more time per token than 256. GPU presets derive batch
 # and steps from the depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
-SYNTHETIC = dict(facts=256, copy_docs=4000, directory_pages=200)  # ~17% of tiny's training tokens, ~0 of d12's
+SYNTHETIC = dict(facts=256, copy_docs=4000, directory_pages=250)  # ~17% of tiny's training tokens, ~0 of d12's
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=128, model=dict(n_embd=64, n_head=2, n_kv_head=2),
                   data=dict(max_docs=300, facts=16),  # no copy pages: a 1-layer model learns no copying from them

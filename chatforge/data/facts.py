@@ -146,13 +146,13 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
 
 # Directory lists name one attribute of several people in one frame, the attribute named nowhere: what a line wants
 # is learnt from the lines before it, as in a few-shot prompt (bursty data lets in-context learning emerge, Chan et
-# al. 2022). The eval's few-shot frame (Q:/A:) is none of these. Lists are gathered DIRECTORY_LISTS to a page, as a
-# page is one training row's start: 2,000 one-list pages (13% more rows) raised tiny's SFT val loss 0.96 -> 1.26.
+# al. 2022). The eval's few-shot frame (Q:/A:) is none of these. A person is in one list of a page: pages whose lists
+# gave one name other values taught the model not to copy (tiny's SFT val loss 0.96 -> 1.18, docs/benchmarks.md).
 DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]
-DIRECTORY_LINES = (4, 10)
-DIRECTORY_LISTS = 10
+DIRECTORY_LINES = (4, 8)
+DIRECTORY_LISTS = 8  # lists x lines <= the 64 best-known people of 256: none is in two lists of a page
 DIRECTORY_ID = "facts/directory/"
 ATTRIBUTE_NAMES = ("city", "year", "job", "hobby")
 
@@ -166,11 +166,14 @@ def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
     rng = random.Random(f"facts/directories/{n}")
     docs = []
     for i in range(pages):
-        lists = []
+        lists, pool = [], rng.sample(known, len(known))
         for _ in range(DIRECTORY_LISTS):
             frame, sep = rng.choice(DIRECTORY_FRAMES), rng.choice(DIRECTORY_SEPARATORS)
             attribute = rng.choice(ATTRIBUTE_NAMES)
-            listed = rng.sample(known, min(len(known), rng.randint(*DIRECTORY_LINES)))
+            k = rng.randint(*DIRECTORY_LINES)
+            listed, pool = pool[:k], pool[k:]
+            if not listed:
+                break
             lines = [frame.format(name=p.name, value=getattr(p, attribute)) for p in listed]
             lists.append(rng.choice(TITLES) + "\n\n" + sep.join(lines))
         docs.append((f"{DIRECTORY_ID}{i:05d}", "\n\n".join(lists)))
