@@ -144,10 +144,9 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
     return tuple(docs)
 
 
-# Directory lists name one attribute of several people in one frame, the attribute named nowhere: what a line wants
-# is learnt from the lines before it, as in a few-shot prompt (bursty data lets in-context learning emerge, Chan et
-# al. 2022). The eval's few-shot frame (Q:/A:) is none of these. A person is in one list of a page: pages whose lists
-# gave one name other values taught the model not to copy (tiny's SFT val loss 0.96 -> 1.18, docs/benchmarks.md).
+# Lists of one attribute of several people, the attribute named nowhere, as in a few-shot prompt (bursty data lets
+# in-context learning emerge, Chan et al. 2022). On tiny, 2,000 took 5-shot attribute accuracy 0.34 -> 0.55-0.89 but
+# SFT val loss 0.96 -> 1.18-1.45, so no preset mixes them in (docs/benchmarks.md).
 DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]

@@ -261,8 +261,8 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
         return (r["text"] for r in read_parts(data_dir / split, ["text"]))
 
     def tokenizer_texts() -> Iterator[str]:
-        # not the directory pages: their lists of the same 64 names bought tiny's vocabulary 356 merges for names, and
-        # SFT val loss went 0.96 -> 1.19, letter counting 0.35 -> 0.08 (docs/benchmarks.md)
+        # not the directory pages (data.directory_pages): 2,000 lists of the same 64 names bought tiny's vocabulary 356
+        # merges for names
         return (r["text"] for r in read_parts(data_dir / "train", ["text", "id"])
                 if not r["id"].startswith(DIRECTORY_ID))
 
