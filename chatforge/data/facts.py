@@ -157,7 +157,7 @@ ATTRIBUTE_NAMES = ("city", "year", "job", "hobby")
 
 
 def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
-    """(id, text) of `pages` directory pages of DIRECTORY_LISTS lists each, about the best-known people of people(n)
+    """(id, text) of `pages` directory pages of up to DIRECTORY_LISTS lists, about the best-known people of people(n)
     (KNOWN_EXPOSURE), so the exposures of the other groups stay as EXPOSURES says."""
     known = [p for p in people(n) if p.exposure == KNOWN_EXPOSURE]
     if not known:
