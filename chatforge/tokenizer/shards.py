@@ -263,8 +263,7 @@ def build_tokenizer_and_shards(run, resume: bool = False) -> dict:
     def tokenizer_texts() -> Iterator[str]:
         # not the directory pages (data.directory_pages): 2,000 lists of the same 64 names bought tiny's vocabulary 356
         # merges for names
-        return (r["text"] for r in read_parts(data_dir / "train", ["text", "id"])
-                if not r["id"].startswith(DIRECTORY_ID))
+        return (r["text"] for r in read_parts(data_dir / "train") if not (r.get("id") or "").startswith(DIRECTORY_ID))
 
     if next(texts("train"), None) is None:
         raise UserError(f"{data_dir / 'train'} has no documents to train the tokenizer on: "
