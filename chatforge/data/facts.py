@@ -145,8 +145,8 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
 
 
 # Lists of one attribute of several people, the attribute named nowhere, as in a few-shot prompt (bursty data lets
-# in-context learning emerge, Chan et al. 2022). On tiny, 2,000 took 5-shot attribute accuracy 0.34 -> 0.55-0.89 but
-# SFT val loss 0.96 -> 1.18-1.45, so no preset mixes them in (docs/benchmarks.md).
+# in-context learning emerge, Chan et al. 2022). On tiny, 500-2,000 lists took 5-shot attribute accuracy 0.28 ->
+# 0.55-0.89 but SFT val loss 0.95 -> 1.18-1.45, so no preset mixes them in (docs/benchmarks.md).
 DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]
