@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from chatforge.data import facts
 from chatforge.data.pipeline import read_parts
@@ -141,12 +142,13 @@ def sequence_logprobs(model: GPT, rows: list[tuple[list[int], list[int]]], devic
         lens = [len(c) for _, c in rows[b : b + batch_size]]
         width = max(len(r) for r in seqs)
         x = torch.tensor([r + [0] * (width - len(r)) for r in seqs], device=device)
-        logp = torch.log_softmax(model(x).float(), -1)
-        for i, (seq, n) in enumerate(zip(seqs, lens, strict=True)):
-            at = torch.arange(len(seq) - n - 1, len(seq) - 1, device=device)  # positions predicting the continuation
-            out.append(logp[i, at, torch.tensor(seq[-n:], device=device)].sum().item())
+        nll = F.cross_entropy(model(x)[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")
+        ends = torch.tensor([len(r) - 1 for r in seqs], device=device)  # the positions predicting the continuation
+        at = torch.arange(width - 1, device=device)
+        wanted = (at >= (ends - torch.tensor(lens, device=device))[:, None]) & (at < ends[:, None])
+        out.append(-(nll * wanted).sum(1).cpu())
     model.train(was_training)
-    return torch.tensor(out)
+    return torch.cat(out)
 
 
 def whole_words(tok: Tokenizer) -> Callable[[str], bool]:
