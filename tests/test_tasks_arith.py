@@ -7,6 +7,7 @@ from chatforge.config import make_config
 from chatforge.infer.tools import run_python
 from chatforge.tasks import TASKS
 from chatforge.tasks.arithmetic import BARE, NAMES, NO_TOOLS, OBJECTS, WORDS, column_steps, pair_split
+from chatforge.tasks.common import last_number
 from chatforge.tokenizer.bpe import SPLIT_PATTERN, train_tokenizer
 from chatforge.tokenizer.chat import render
 
@@ -58,8 +59,12 @@ def test_calculator_problems_vary_in_size_form_and_operator():
 def test_reference_calls_copy_the_operands_token_for_token_and_compute_the_stated_result():
     split = regex.compile(SPLIT_PATTERN)
     for ex in examples("arithmetic", "train", 300):
-        if ex.get("tools") is False:
+        if ex.get("tools") is False:  # told that tools are off: the columns worked out where they can be
             assert ex["messages"][0] == {"role": "system", "content": NO_TOOLS}
+            *think, text = ex["messages"][-1]["content"]
+            assert last_number(text["text"]) == ex["answer"]
+            if think:
+                assert think[0]["type"] == "think" and last_result(think[0]["text"]) == ex["answer"]
             continue
         q = ex["messages"][-2]["content"]
         call, output, text = ex["messages"][-1]["content"]
@@ -122,7 +127,8 @@ def last_result(steps: str) -> int:
 def test_think_first_and_answer_first_share_problems_and_answer_sentence():
     think, answer = examples("arith_think", "train", 200), examples("arith_answer", "train", 200)
     for t, a in zip(think, answer, strict=True):
-        assert t["messages"][0] == a["messages"][0] and t["answer"] == a["answer"]
+        assert t["messages"][:-1] == a["messages"][:-1] and t["answer"] == a["answer"]
+        assert t["messages"][0] == {"role": "system", "content": NO_TOOLS}  # told, or it calls python there
         (steps, t_text), (a_text,) = t["messages"][-1]["content"], a["messages"][-1]["content"]
         assert steps["type"] == "think" and t_text == a_text and last_result(steps["text"]) == t["answer"]
         assert t["metric"] == "think_first_acc" and a["metric"] == "answer_first_acc"

@@ -5,13 +5,13 @@ commas, answered by a python call and a sentence stating its result. The call co
 token: the split regex groups digits in threes from the left, so `1284` is `12 8 4` to a tiny vocabulary while
 `1,284` is `1 , 2 8 4`; Python's `1_284` keeps the tokens of `1,284`, and format(..., ",") gives the result
 back with commas when the question had them. A share of the conversations says in a system message that tools
-are off and answers from the head; the held-out split asks each problem both ways (arith_tool_acc and
-arith_notool_acc: the lecture's gap).
+are off and works the columns out in a <think> part (+, −, × by a digit; other products from the head); the
+held-out split asks each problem both ways (arith_tool_acc and arith_notool_acc: the lecture's gap).
 
 arith_think, arith_answer: the same 2-digit problems (+ and − of two 2-digit numbers, a 2-digit number × a
-digit), answered after digit-by-digit steps in a <think> part, or with the answer alone. Two SFT runs, one on
-each, are the lecture's "models need tokens to think" experiment (posttrain/think.py); the steps are also the
-cold-start format for RL.
+digit) under the same tools-off system line, answered after digit-by-digit steps in a <think> part, or with the
+answer alone. Two SFT runs, one on each, are the lecture's "models need tokens to think" experiment
+(posttrain/think.py); the steps are also the cold-start format for RL.
 
 The held-out split has its own phrasings, people and objects, and its own operand pairs: a pair {a, b} belongs
 to one split by a hash of the pair (either order), so a test question is never a training question in other
@@ -179,8 +179,10 @@ class Arithmetic(Task):
                                           {"type": "python", "text": call}, {"type": "output", "text": r},
                                           {"type": "text", "text": ans.format(r=r)}]}],
                          "answer": result, "call": call, "metric": "arith_tool_acc"}
+            text = {"type": "text", "text": ans.format(r=r)}
+            worked = [{"type": "think", "text": column_steps(op, a, b)}, text] if has_steps(op, b) else [text]
             without = {"messages": [{"role": "system", "content": NO_TOOLS}, {"role": "user", "content": q},
-                                    {"role": "assistant", "content": ans.format(r=r)}],
+                                    {"role": "assistant", "content": worked}],
                        "answer": result, "tools": False, "metric": "arith_notool_acc"}
             if split == "test":  # the same held-out problem with and without the tool
                 out += [with_tool, without]
@@ -200,6 +202,10 @@ class Arithmetic(Task):
             got = operand_literals(calls[0]) if calls else []
             out["arith_copy_acc"] = float(got == operand_literals(example["call"]))
         return out
+
+
+def has_steps(op: str, b: int) -> bool:
+    return op != "*" or b < 10
 
 
 def column_steps(op: str, a: int, b: int) -> str:
@@ -242,9 +248,10 @@ class StepByStep(Task):
             result = OPS[op](a, b)
             text = {"type": "text", "text": ans.format(r=result)}
             parts = [{"type": "think", "text": column_steps(op, a, b)}, text] if self.think_first else [text]
-            # answered without tools: the figure is the model's own working (with python on, a chat model trained on
-            # the calculator task calls it here too, and scored 0.63 with it against 0.0 without on tiny)
-            out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": parts}],
+            # answered without tools, and told so: the figure is the model's own working. Without the system line a
+            # model also trained on the calculator called python here (think_first_acc 0.01 in the tiny demo)
+            out.append({"messages": [{"role": "system", "content": NO_TOOLS}, {"role": "user", "content": q},
+                                     {"role": "assistant", "content": parts}],
                         "answer": result, "tools": False,
                         "metric": "think_first_acc" if self.think_first else "answer_first_acc"})
         return out
