@@ -1,8 +1,9 @@
 """Arithmetic three ways: with the calculator, thinking first, and answering first.
 
 arithmetic: 1-4 digit operands, + − ×, bare ("1,284 − 397") or as word problems, with or without thousands
-commas, answered by a python call and a sentence stating its result. The call copies the operands token for
-token: the split regex groups digits in threes from the left, so `1284` is `12 8 4` to a tiny vocabulary while
+commas, answered by a python call and "The answer is N." (after a sentence per template, tiny garbled its copy
+of the output in 6 of 50 held-out replies; after this one in 2). The call copies the operands token for token: the
+split regex groups digits in threes from the left, so `1284` is `12 8 4` to a tiny vocabulary while
 `1,284` is `1 , 2 8 4`; Python's `1_284` keeps the tokens of `1,284`, and format(..., ",") gives the result
 back with commas when the question had them. A share of the conversations says in a system message that tools
 are off and works the columns out in a <think> part (+, −, × by a digit; other products from the head); the
@@ -65,6 +66,36 @@ WORDS = {
          "There are {r} trees."),
         ("*", "{name} reads {a} pages a day for {b} days. How many pages is that?", "{name} reads {r} pages."),
         ("*", "Each ticket costs {a} dollars. How much do {b} tickets cost?", "The tickets cost {r} dollars."),
+        ("+", "{name} picked {a} {obj} in the morning and {b} in the afternoon. How many {obj} did {name} pick?",
+         "{name} picked {r} {obj}."),
+        ("+", "A club had {a} members, then {b} new members joined. How many members does the club have now?",
+         "The club has {r} members now."),
+        ("+", "{name} scored {a} points in the first game and {b} in the second. What is the sum of the points?",
+         "The sum is {r} points."),
+        ("+", "A jar holds {a} {obj}. {name} adds {b} more. How many {obj} are in the jar?",
+         "The jar holds {r} {obj}."),
+        ("+", "{a} people visited the museum on Friday and {b} on Saturday. How many visitors came on both days?",
+         "{r} people visited."),
+        ("+", "A parking lot has {a} cars and {b} more cars arrive. How many cars are there now?",
+         "There are {r} cars now."),
+        ("-", "{name} had {a} {obj} and lost {b} of them. How many {obj} does {name} have now?",
+         "{name} has {r} {obj} now."),
+        ("-", "A baker made {a} loaves and sold {b}. How many loaves are left?", "{r} loaves are left."),
+        ("-", "There were {a} birds on a roof and {b} flew away. How many birds are still on the roof?",
+         "{r} birds are still on the roof."),
+        ("-", "A bag had {a} grams of rice and {name} used {b} grams. How much rice is in the bag now?",
+         "The bag has {r} grams of rice now."),
+        ("-", "What is the difference between {a} and {b}?", "The difference is {r}."),
+        ("-", "{name} must read {a} pages and has read {b}. How many pages are left to read?",
+         "{name} has {r} pages left to read."),
+        ("*", "There are {a} {obj} in each box. How many {obj} are in {b} boxes?", "There are {r} {obj}."),
+        ("*", "{name} runs {a} km every day. How far does {name} run in {b} days?", "{name} runs {r} km."),
+        ("*", "A worker is paid {a} dollars per hour. How much is {b} hours of work?", "That is {r} dollars."),
+        ("*", "What is {a} multiplied by {b}?", "The product is {r}."),
+        ("*", "{name} packs {a} {obj} into each of {b} bags. How many {obj} are packed?",
+         "{name} packs {r} {obj}."),
+        ("*", "A car uses {a} liters of fuel on each trip. How much fuel do {b} trips use?",
+         "{b} trips use {r} liters."),
     ],
     "test": [
         ("+", "{name} collected {a} {obj} last year and {b} {obj} this year. What is the total?",
@@ -177,7 +208,7 @@ class Arithmetic(Task):
             with_tool = {"messages": [{"role": "user", "content": q},
                                       {"role": "assistant", "content": [
                                           {"type": "python", "text": call}, {"type": "output", "text": r},
-                                          {"type": "text", "text": ans.format(r=r)}]}],
+                                          {"type": "text", "text": f"The answer is {r}."}]}],
                          "answer": result, "call": call, "metric": "arith_tool_acc"}
             text = {"type": "text", "text": ans.format(r=r)}
             worked = [{"type": "think", "text": column_steps(op, a, b)}, text] if has_steps(op, b) else [text]
