@@ -1,3 +1,5 @@
+from unittest import mock
+
 import pytest
 import tiktoken
 import torch
@@ -29,10 +31,20 @@ def f32_gguf(request, tok, tmp_path_factory):
 
 
 def llama(path, **kw):
-    """llama.cpp with a float32 KV cache (its default, f16, moves logits by ~5e-3)."""
+    """llama.cpp with a float32 KV cache (its default, f16, moves logits by ~5e-3) and its plain CPU kernels: on an
+    AMX CPU its repacking of quantized weights segfaults in ggml_backend_amx_mul_mat (ggml-org/llama.cpp#20824; our
+    q8_0 file on a 2-core Xeon), and `Llama` has no argument to turn that off."""
     llama_cpp = needs_llama_cpp()
-    return llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, n_batch=64, verbose=False, seed=0,
-                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, **kw)
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def no_repacking():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    with mock.patch.object(llama_cpp.llama_cpp, "llama_model_default_params", no_repacking):
+        return llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, n_batch=64, verbose=False, seed=0,
+                               type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, **kw)
 
 
 def test_pair_rotary_rows_turns_rotate_half_into_adjacent_pairs():

@@ -73,12 +73,14 @@ exprs = st.recursive(atoms.map(repr), lambda inner: st.tuples(inner, st.sampled_
 @given(exprs)
 def test_random_arithmetic_matches_python(code):
     ours = run_python(code)
+    if ours.startswith("Error: the power"):  # refused as too large: Python itself may not finish (50 ** 50 ** 50)
+        return
     try:
         expected = repr(eval(code))
     except Exception as e:  # noqa: BLE001 - any Python error must come back as our one-line error
-        assert ours.startswith(f"Error: {type(e).__name__}") or ours.startswith("Error: the power")
+        assert ours.startswith(f"Error: {type(e).__name__}")
         return
-    assert ours == expected or ours.startswith("Error: the power")
+    assert ours == expected
 
 
 def test_tools_runtime_reports_disabled_tools_and_search_failures():
