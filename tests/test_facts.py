@@ -52,7 +52,7 @@ def directory_lists(text: str) -> list[tuple[str, str]]:
     return [(title, "\n\n".join(body)) for title, body in out]
 
 
-def test_a_directory_list_names_one_attribute_of_known_people_in_one_frame():
+def test_a_directory_list_names_one_attribute_of_known_people_in_one_frame_after_their_biographies():
     ps = facts.people(256)
     pages = facts.directories(256, 6)
     assert pages == facts.directories(256, 6) and len(pages) == 6
@@ -60,10 +60,13 @@ def test_a_directory_list_names_one_attribute_of_known_people_in_one_frame():
     for _, text in pages:
         lists = directory_lists(text)
         assert 1 <= len(lists) <= facts.DIRECTORY_LISTS
-        names = [m.group() for p in ps for m in re.finditer(rf"\b{p.name}\b", text)]
+        bodies = [body.split("\n\n", 1) for _, body in lists]
+        names = [m.group() for p in ps for _, body in bodies for m in re.finditer(rf"\b{p.name}\b", body)]
         assert len(names) == len(set(names))  # a person is in one list of a page
-        for _, body in lists:
+        for prose, body in bodies:
             listed = sorted((m.start(), p) for p in ps for m in re.finditer(rf"\b{p.name}\b", body))
+            for _, p in listed:  # the page states what its list gives
+                assert all(str(v) in prose for v in (p.name, p.city, p.year, p.job, p.hobby))
             assert all(p.exposure == facts.KNOWN_EXPOSURE for _, p in listed)
             assert facts.DIRECTORY_LINES[0] <= len(listed) <= facts.DIRECTORY_LINES[1]
             layouts = {(frame, sep, a) for frame in facts.DIRECTORY_FRAMES for sep in facts.DIRECTORY_SEPARATORS

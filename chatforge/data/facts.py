@@ -145,8 +145,8 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
 
 
 # Lists of one attribute of several people, the attribute named nowhere, as in a few-shot prompt (bursty data lets
-# in-context learning emerge, Chan et al. 2022). On tiny, 500-2,000 lists took 5-shot attribute accuracy 0.28 ->
-# 0.55-0.89 but SFT val loss 0.95 -> 1.18-1.45, so no preset mixes them in (docs/benchmarks.md).
+# in-context learning emerge, Chan et al. 2022). Each list follows the listed people's paragraphs: lists of values the
+# page did not state cost tiny's SFT val loss 0.84-0.93 -> 1.155, these 0.968 (docs/benchmarks.md); no preset uses them.
 DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]
@@ -158,7 +158,8 @@ ATTRIBUTE_NAMES = ("city", "year", "job", "hobby")
 
 def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
     """(id, text) of `pages` directory pages of up to DIRECTORY_LISTS lists, about the best-known people of people(n)
-    (KNOWN_EXPOSURE), so the exposures of the other groups stay as EXPOSURES says."""
+    (KNOWN_EXPOSURE), so the exposures of the other groups stay as EXPOSURES says. A list comes after a title and a
+    paragraph of the listed people's biographies, in another order: the list's values are on the page."""
     known = [p for p in people(n) if p.exposure == KNOWN_EXPOSURE]
     if not known:
         return ()
@@ -174,6 +175,7 @@ def directories(n: int, pages: int) -> tuple[tuple[str, str], ...]:
             if not listed:
                 break
             lines = [frame.format(name=p.name, value=getattr(p, attribute)) for p in listed]
-            lists.append(rng.choice(TITLES) + "\n\n" + sep.join(lines))
+            prose = " ".join(paragraph(p, rng) for p in rng.sample(listed, len(listed)))
+            lists.append(rng.choice(TITLES) + "\n\n" + prose + "\n\n" + sep.join(lines))
         docs.append((f"{DIRECTORY_ID}{i:05d}", "\n\n".join(lists)))
     return tuple(docs)
