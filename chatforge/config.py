@@ -66,7 +66,7 @@ class DataConfig:
     url_soft_words: str = ""
     # synthetic pages that join the training split (every preset sets them: SYNTHETIC below); 0 = none
     facts: int = 0  # invented people whose fact pages probing and the facts/search tasks ask about (data/facts.py)
-    directory_pages: int = 0  # lists naming one attribute of several fact people; no preset sets it (data/facts.py)
+    directory_pages: int = 0  # lists naming one attribute of several fact people (data/facts.py)
     copy_docs: int = 0  # pages repeating spans, so the model learns to copy from its context (data/copying.py)
 
 
@@ -295,7 +295,10 @@ def model_for_depth(depth: int, vocab_size: int, seq_len: int) -> GPTConfig:
 # more per token than twice that, where Power Lines would give it 16x more; its 512-token context holds a document or
 # search passages with a question and answer (SFT), at ~30% more time per token than 256. GPU presets derive batch
 # and steps from the depth (batch_tokens=-1, steps=0): d12 2^19 x 2,205, d20 2^20 x 4,810, on any number of processes.
-SYNTHETIC = dict(facts=256, copy_docs=4000)  # ~16% of tiny's training tokens; a rounding error at d12's
+# ~18% of tiny's training characters, a rounding error at d12's. The directory pages (2%) are what few-shot learning
+# is learnt from: tiny's attribute family 0.22-0.26 -> 0.49-0.54 with 5 shots, SFT and chat figures within two
+# pretraining seeds' spread (docs/benchmarks.md).
+SYNTHETIC = dict(facts=256, directory_pages=63, copy_docs=4000)
 PRESETS: dict[str, dict] = {
     "micro": dict(depth=1, vocab=512, seq_len=128, model=dict(n_embd=64, n_head=2, n_kv_head=2),
                   data=dict(max_docs=300, facts=16),  # no copy pages: a 1-layer model learns no copying from them

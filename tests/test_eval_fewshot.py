@@ -42,28 +42,34 @@ def whole(word: str) -> bool:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_items_are_deterministic_and_well_formed(family):
+def test_items_are_deterministic_and_their_choices_hold_every_rules_answer(family):
     items = make_items(DOCS, family, 30, whole)
     assert items == make_items(DOCS, family, 30, whole)
     assert items != make_items(DOCS, family, 30, whole, seed=1)
     for item in items:
         assert len(set(item.choices)) == CHOICES and 0 <= item.answer < CHOICES
-        body = item.prompt.split("\n")[0]
-        if family == "first_word":
-            assert body.split()[1] == item.choices[item.answer] and set(body.split()[1:]) == set(item.choices)
-        else:  # the answer follows the asked word in the passage
-            asked = item.prompt.split("A: ")[1]
-            assert f" {asked} {item.choices[item.answer]}" in f" {body.removeprefix('Q: ')}"
+        body = item.prompt.split("\n")[0].removeprefix("Q: ").split()
+        if family == "position":  # the first or the last of the listed words, both among the choices
+            answers = {"first": body[0], "last": body[-1]}
+            assert set(body) == set(item.choices)
+        else:  # the word after or before the asked one in the passage, both among the choices
+            i = body.index(item.prompt.split("A: ")[1])
+            answers = {"next": body[i + 1], "previous": body[i - 1]}
+            assert set(answers.values()) <= set(item.choices)
+        assert item.choices[item.answer] == answers[item.rule] != answers[({*answers} - {item.rule}).pop()]
+    assert len({item.rule for item in items}) == 2
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_shots_never_contain_the_answer(family):
-    items = make_items(DOCS, family, 30, whole)
+def test_shots_never_contain_the_answer_and_follow_the_items_rule(family):
+    items = with_shots(make_items(DOCS, family, 60, whole))
+    assert len(items) >= 10
     texts = prompts(items, SHOTS)
     assert prompts(items, 0) == [it.prompt for it in items]
     for item, text in zip(items, texts, strict=True):
         shots = text.removesuffix(item.prompt)
         assert shots.count("\n\n") == SHOTS
+        assert sum(shot in shots for shot in (it.solved() for it in items if it.rule == item.rule)) == SHOTS
         assert item.choices[item.answer] not in {w.lower() for w in WORD.findall(shots)}
 
 

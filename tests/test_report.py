@@ -86,8 +86,8 @@ def make_run(path: Path, good: bool = True, files: tuple[str, ...] | None = None
         "eval/fewshot.json": {"figures": {"base": {"acc_0shot": 0.3, "acc_5shot": 0.3 + 0.2 * (up - down), "n": 50,
                                                    "chance": 0.25, "repeat_nll_first": 8.0,
                                                    "repeat_nll_second": 8.0 - 6 * up,
-                                                   "tasks": {"first_word": {"acc_0shot": 0.3, "acc_5shot": 0.4}}}},
-                              "examples": {"first_word": "Q: one two\nA: one"}},
+                                                   "tasks": {"position": {"acc_0shot": 0.3, "acc_5shot": 0.4}}}},
+                              "examples": {"position": "Q: one two\nA: one"}},
         "eval/regurgitation.json": {"base": {"train_match": 0.4, "val_match": 0.1, "train_verbatim_rate": 0.2,
                                              "val_verbatim_rate": 0.0, "n": 20, "prefix_tokens": 32, "tokens": 32,
                                              "facts": {"1": {"match": 0.1, "verbatim_rate": 0.0, "n": 5}}}},
@@ -139,7 +139,7 @@ def test_every_section_is_there_when_its_file_is(tmp_path):
         assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page.images  # inline: no file needed
     assert len(page.images) == len(plots)
     assert "| few-shot 5-shot acc | 0.5 | - | - |" in md and "| base | hellaswag | acc,none | 0.26 |" in md
-    assert "| first_word | Q: one two ⏎ A: one |" in md and "| fact pages, 1 mentions | 0.1 | 0 | 5 |" in md
+    assert "| position | Q: one two ⏎ A: one |" in md and "| fact pages, 1 mentions | 0.1 | 0 | 5 |" in md
     assert "| sft vs base | 40 | 10 | 10 |" in md and "| identity | Who? |  [-] | me [1] |" in md
     assert "| I am sft \\| a model |" in md and "The cat ⏎ sat" in md  # table cells stay one line
     assert summary["machine"]["cores"] >= 1 and summary["data"]["funnel"][-1] == {

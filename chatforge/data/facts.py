@@ -146,7 +146,7 @@ def documents(n: int) -> tuple[tuple[str, str], ...]:
 
 # Lists of one attribute of several people, the attribute named nowhere, as in a few-shot prompt (bursty data lets
 # in-context learning emerge, Chan et al. 2022). Each list follows the listed people's paragraphs: lists of values the
-# page did not state cost tiny's SFT val loss 0.84-0.93 -> 1.155, these 0.968 (docs/benchmarks.md); no preset uses them.
+# page did not state cost tiny's SFT val loss 0.84-0.93 -> 1.155, these 0.88-0.97 (two seeds; docs/benchmarks.md).
 DIRECTORY_FRAMES = ["{name}: {value}", "{name} - {value}", "{name} ({value})", "| {name} | {value} |",
                     "{name}, {value}", "{name}\n{value}", "* {name}: {value}"]
 DIRECTORY_SEPARATORS = ["\n", "\n\n"]
