@@ -52,11 +52,14 @@ def test_the_call_holds_the_word_with_the_tokens_of_the_question_and_computes_th
     ("The letter r appears 3 times in strawberry.", 1.0),
     ("3", 1.0),
     ("The letter r appears 2 times in strawberry.", 0.0),
+    ("There are 3 r's in the word 'strawberry'.", 1.0),
+    ("The letter r appears 3 times in Quito.", 0.0),  # the right count of another word is luck
+    ("The letter r appears 3 times in the morning.", 0.0),
     ([{"type": "python", "text": 'w = " strawberry"\nw.count("r")'}, {"type": "output", "text": "3"},
       {"type": "text", "text": "I don't know."}], 0.0),  # the tool's output is not the answer
 ])
 def test_count_checker(reply, score):
-    assert LETTERS.score({"answer": 3}, reply) == score
+    assert LETTERS.score({"answer": 3, "word": "strawberry"}, reply) == score
 
 
 def test_spelling_checkers_and_copy_accuracy():

@@ -12,6 +12,7 @@ Words are split between training and held-out by a hash, and the splits phrase q
 """
 
 import random
+import re
 
 from chatforge.config import Config
 from chatforge.tasks.common import Task, hash_split, last_number, reply_text, split_rng
@@ -71,6 +72,8 @@ TEMPLATES = {
     },
 }
 # with `w.count("{l}")` tiny wrote another letter (mostly "r") in 13 of 31 held-out counting calls
+# the word a count reply says it counted in: "... 3 times in strawberry", "... in the word 'hello'"
+COUNTED_IN = re.compile(r"\bin (?:the word )?['\"]?([A-Za-z]+)")
 EXPRESSIONS = {"count": 'w.count(" {l}".strip())', "spell": '"-".join(w.strip())', "reverse": "w.strip()[::-1]"}
 
 
@@ -113,9 +116,12 @@ class Letters(Task):
         return out
 
     def score(self, example: dict, reply: str | list[dict]) -> float:
+        """A count is right when it is the reply's last number and the reply names no other word as the one counted:
+        counts are 0-3, and half of tiny's right counts were luck ("The letter h appears 1 time in Quito.")."""
         text, answer = reply_text(reply), example["answer"]
         if isinstance(answer, int):
-            return float(last_number(text) == answer)
+            counted = COUNTED_IN.findall(text)
+            return float(last_number(text) == answer and all(w.lower() == example["word"] for w in counted))
         return float(answer in text.lower())
 
     def metrics(self, example: dict, reply: str | list[dict]) -> dict[str, float]:
