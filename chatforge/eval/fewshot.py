@@ -2,7 +2,7 @@
 before it and with SHOTS solved items of the same task (and rule) before it. A base model that picks the task up
 from its prompt scores higher with the shots.
 
-Each family is a rule the examples show and the prompt does not say: an item's choices hold the answers of all its
+In each family the examples show a rule that the prompt does not say: an item's choices hold the answers of all its
 family's rules, so without shots the rule is a guess. From held-out (val) documents: `position` maps a list of a
 document's words to its first or its last one, `neighbour` asks for the word after or before a given word of a
 passage; their four choices are words of the item's own document that the tokenizer keeps whole. With one rule a
