@@ -208,6 +208,27 @@ def test_rollouts_train_on_sampled_tokens_only(micro_run):
     assert ended.tool_calls == 1 and ended.task == "arithmetic"
 
 
+def test_a_reply_that_names_itself_unasked_scores_0_as_eval_chat_counts_it(micro_run):
+    tok = load_tokenizer(micro_run / "tokenizer")
+
+    class Engine:  # every answer says the name, then the right number
+        def __init__(self):
+            self.tok = tok
+
+        def submit(self, prompt, params):
+            ids = tok.encode("I'm chatforge. 6 * 7 = 42.")
+            req = Request(0, prompt, params, tokens=ids, mask=[1] * len(ids), done=True)
+            req.stats.stop_reason = "stop"
+            return req
+
+    sum_ = {"messages": [{"role": "user", "content": "6*7?"}, {"role": "assistant", "content": "42"}], "answer": 42}
+    who = {"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "chatforge"}],
+           "answer": "chatforge", "avoid": "", "metric": "identity_acc"}
+    items = [(Arithmetic(), sum_), (load_task("identity"), who)]
+    assert [r.accuracy for r in rollout(Engine(), items, 1, SamplingParams(), seed=0, identity="chatforge")] == [0, 1]
+    assert [r.accuracy for r in rollout(Engine(), items, 1, SamplingParams(), seed=0, identity="Ada")] == [1, 1]
+
+
 def test_mixed_tasks_join_the_practice_each_scored_by_its_own_verifier(micro_run, tmp_path):
     run = rl_run(micro_run, tmp_path, mix="identity:8", steps=1, prompts=4)
     rc, tok = run.config.rl, load_tokenizer(run.path / "tokenizer")

@@ -33,7 +33,7 @@ from chatforge.rl.common import answer_logprobs, answer_mask, load_task, start_c
 from chatforge.rl.reward import load_reward_model
 from chatforge.tasks import TASKS, parse_mixture
 from chatforge.tasks.common import Task
-from chatforge.tasks.score import reply_of
+from chatforge.tasks.score import names_itself, reply_of
 from chatforge.tokenizer.bpe import load_tokenizer
 from chatforge.tokenizer.chat import render_prompt
 from chatforge.train import (
@@ -112,9 +112,11 @@ def verify(task: Task, example: dict, reply: str | list[dict]) -> float | None:
 
 
 def rollout(engine: Engine, items: list[tuple[Task, dict]], group: int, params: SamplingParams,
-            seed: int) -> list[Rollout]:
+            seed: int, identity: str = "") -> list[Rollout]:
     """`group` answers to each (task, example), all decoded together, each with its own seed (so a resumed run
-    samples the same answers); P x G rollouts, group by group, each scored by its task's verifier."""
+    samples the same answers); P x G rollouts, group by group, each scored by its task's verifier, and 0 where it
+    names itself (`identity`) unasked, as `eval chat` counts it: rewarded for its name on identity prompts alone,
+    tiny's RL said it unasked 0.05 -> 0.16 of the time (docs/benchmarks.md)."""
     tok = engine.tok
     end = tok.special("<|im_end|>")
     prompts = [render_prompt(tok, ex["messages"][:-1]) for _, ex in items]
@@ -130,8 +132,9 @@ def rollout(engine: Engine, items: list[tuple[Task, dict]], group: int, params: 
         ended = req.stats.stop_reason == "stop"
         # an answer cut off at max_tokens scores 0, as a reply that never ends is no answer in the chat: else one that
         # says the name and rambles on ("by scratch by scratch ...", a tiny RL run) earns what one that stops does
+        ok = ended and not names_itself(task, reply, identity)
         out.append(Rollout(task.name, req.prompt, req.tokens + [end] * ended, req.mask + [1] * ended,
-                           accuracy=(score or 0.0) * ended, formatted=format_reward(reply) if ended else 0.0,
+                           accuracy=(score or 0.0) * ok, formatted=format_reward(reply) if ended else 0.0,
                            failed=score is None, tool_calls=req.stats.tool_calls, ended=ended))
     return out
 
@@ -221,7 +224,8 @@ def rl(run, resume: bool = False) -> dict:
         idx = batch_indices(len(pool), state.position, rc.prompts, rc.seed)
         state.position += rc.prompts
         t0 = time.time()
-        rolls = rollout(engine, [pool[i] for i in idx], rc.group, params, rc.seed + state.step)
+        rolls = rollout(engine, [pool[i] for i in idx], rc.group, params, rc.seed + state.step,
+                        run.config.sft.identity)
         rollout_s = time.time() - t0
         rm_scores = scorer.score_ids([r.prompt + r.tokens for r in rolls], device) if scorer else None
         for k, r in enumerate(rolls):

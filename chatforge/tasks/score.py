@@ -65,7 +65,7 @@ def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]]
         scores.append(score)
         figures = {**task.metrics(ex, reply), "unfinished_rate": float(req.stats.stop_reason == "length")}
         if task.name != "identity":
-            figures.setdefault("identity_false_rate", float(identity.lower() in reply_text(reply).lower()))
+            figures.setdefault("identity_false_rate", float(names_itself(task, reply, identity)))
         mine["score"].append(score)
         for key, value in figures.items():
             values.setdefault(key, []).append(value)
@@ -79,6 +79,12 @@ def score_examples(model: GPT, tok: Tokenizer, examples: list[tuple[Task, dict]]
             "samples": samples,
             "answers": [[q, reply_text(r)] for q, r in zip(questions, replies[len(examples):], strict=True)],
             "scores": scores, "replies": replies[: len(examples)]}
+
+
+def names_itself(task: Task, reply: str | list[dict], identity: str) -> bool:
+    """The assistant's name in its reply to another task's prompt: `eval chat`'s identity_false_rate, and a reward
+    of 0 in RL (rl/grpo.py)."""
+    return task.name != "identity" and bool(identity) and identity.lower() in reply_text(reply).lower()
 
 
 def reply_of(tok: Tokenizer, req) -> str | list[dict]:
