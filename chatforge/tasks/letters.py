@@ -71,9 +71,9 @@ TEMPLATES = {
         "reverse": ["Write {w} in reverse.", "How is {w} spelled back to front?"],
     },
 }
-# with `w.count("{l}")` tiny wrote another letter (mostly "r") in 13 of 31 held-out counting calls
 # the word a count reply says it counted in: "... 3 times in strawberry", "... in the word 'hello'"
 COUNTED_IN = re.compile(r"\bin (?:the word )?['\"]?([A-Za-z]+)")
+# with `w.count("{l}")` tiny wrote another letter (mostly "r") in 13 of 31 held-out counting calls
 EXPRESSIONS = {"count": 'w.count(" {l}".strip())', "spell": '"-".join(w.strip())', "reverse": "w.strip()[::-1]"}
 
 
